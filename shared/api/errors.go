@@ -1,0 +1,94 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Sentinels for decisions (errors.Is), never string matching.
+var (
+	// ErrUnauthorized: the server answered 401, the worker token was rejected.
+	ErrUnauthorized = errors.New("worker token rejected by the server (HTTP 401): check worker_token")
+	// ErrUnreachable: no HTTP answer at all (refused, reset, DNS, timeout).
+	ErrUnreachable = errors.New("server unreachable")
+	// ErrClaimRejected: claim answered 422; the server already failed the
+	// step it picked (template render failure, contract §1.5). Keep polling.
+	ErrClaimRejected = errors.New("server rejected the claimed step")
+	// ErrBadResponse: a 2xx answer whose body is not what the API promises.
+	ErrBadResponse = errors.New("server answered with an unexpected body")
+)
+
+// StatusError is a non-2xx answer. Body is a capped snippet of what the
+// server said; it never contains the token, which is only sent in a header.
+type StatusError struct {
+	Method string
+	Path   string
+	Status int
+	Body   string
+}
+
+func (e *StatusError) Error() string {
+	msg := fmt.Sprintf("%s %s: HTTP %d %s", e.Method, e.Path, e.Status, http.StatusText(e.Status))
+	if e.Body != "" {
+		msg += ": " + e.Body
+	}
+	return msg
+}
+
+// Is lets callers test errors.Is(err, ErrUnauthorized) and friends.
+func (e *StatusError) Is(target error) bool {
+	switch target {
+	case ErrUnauthorized:
+		return e.Status == http.StatusUnauthorized
+	case ErrClaimRejected:
+		return e.Status == http.StatusUnprocessableEntity && e.Path == pathClaim
+	}
+	return false
+}
+
+// Transient reports whether retrying the same request may succeed.
+func (e *StatusError) Transient() bool {
+	return e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout || e.Status >= 500
+}
+
+// TransportError is a request that got no HTTP answer.
+type TransportError struct {
+	Method string
+	Path   string
+	Err    error
+}
+
+func (e *TransportError) Error() string {
+	return fmt.Sprintf("%s %s: %s: %v", e.Method, e.Path, ErrUnreachable, e.Err)
+}
+
+func (e *TransportError) Unwrap() error { return e.Err }
+
+// Is makes every TransportError match ErrUnreachable.
+func (e *TransportError) Is(target error) bool { return target == ErrUnreachable }
+
+// IsTransient reports whether err is worth retrying: no answer, 408, 429
+// or 5xx. Cancellation by the caller's own context is not transient.
+func IsTransient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Transient()
+	}
+	var te *TransportError
+	return errors.As(err, &te)
+}
+
+// IsPermanent reports whether the server answered and will never accept
+// this request as it is (a 4xx other than 401, 408 and 429).
+func IsPermanent(err error) bool {
+	var se *StatusError
+	if !errors.As(err, &se) {
+		return false
+	}
+	return se.Status >= 400 && se.Status < 500 && !se.Transient() && se.Status != http.StatusUnauthorized
+}
