@@ -1,0 +1,110 @@
+package process
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// procInfo is what /proc/<pid>/stat says about a process.
+type procInfo struct {
+	pid, ppid, pgrp int
+	state           byte // 'R', 'S', 'D', 'Z', ...
+}
+
+func (p procInfo) zombie() bool { return p.state == 'Z' || p.state == 'X' }
+
+// parseStat parses the content of /proc/<pid>/stat: "pid (comm) S ppid
+// pgrp ...". comm is chosen by the process and may hold spaces and
+// parentheses, so the fixed fields start after the last ')'.
+func parseStat(b []byte) (procInfo, error) {
+	open := bytes.IndexByte(b, '(')
+	end := bytes.LastIndexByte(b, ')')
+	if open < 0 || end < open {
+		return procInfo{}, fmt.Errorf("parsing process stat %q: no command name", b)
+	}
+	pid, err := strconv.Atoi(string(bytes.TrimSpace(b[:open])))
+	if err != nil {
+		return procInfo{}, fmt.Errorf("parsing process stat pid: %w", err)
+	}
+	f := bytes.Fields(b[end+1:])
+	if len(f) < 3 || len(f[0]) != 1 {
+		return procInfo{}, fmt.Errorf("parsing process stat %q: too few fields", b)
+	}
+	ppid, err := strconv.Atoi(string(f[1]))
+	if err != nil {
+		return procInfo{}, fmt.Errorf("parsing process stat ppid: %w", err)
+	}
+	pgrp, err := strconv.Atoi(string(f[2]))
+	if err != nil {
+		return procInfo{}, fmt.Errorf("parsing process stat pgrp: %w", err)
+	}
+	return procInfo{pid: pid, ppid: ppid, pgrp: pgrp, state: f[0][0]}, nil
+}
+
+// readStat reads one process's stat; fs.ErrNotExist when it is gone.
+func readStat(pid int) (procInfo, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			err = fs.ErrNotExist
+		}
+		return procInfo{}, err
+	}
+	return parseStat(b)
+}
+
+// scanProcs lists every process visible in /proc. Processes that exit
+// while it runs are left out; that is the nature of /proc, and callers
+// rescan until the state they want holds.
+func scanProcs() ([]procInfo, error) {
+	d, err := os.Open("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("listing processes: %w", err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("listing processes: %w", err)
+	}
+	procs := make([]procInfo, 0, len(names))
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
+		if err != nil || pid <= 0 {
+			continue
+		}
+		p, err := readStat(pid)
+		if err != nil {
+			continue // gone, or unreadable: nothing we could do to it
+		}
+		procs = append(procs, p)
+	}
+	return procs, nil
+}
+
+// groupAlive reports whether process group pgid has a process that is not
+// a zombie. kill(-pgid, 0) answers "gone" cheaply; zombies (a leader that
+// nobody has waited for yet) keep it saying "there", so then /proc decides.
+func groupAlive(pgid int) (bool, error) {
+	switch err := unix.Kill(-pgid, 0); {
+	case errors.Is(err, unix.ESRCH):
+		return false, nil
+	case err != nil && !errors.Is(err, unix.EPERM):
+		return false, fmt.Errorf("probing process group %d: %w", pgid, err)
+	}
+	procs, err := scanProcs()
+	if err != nil {
+		return false, err
+	}
+	for _, p := range procs {
+		if p.pgrp == pgid && !p.zombie() {
+			return true, nil
+		}
+	}
+	return false, nil
+}
