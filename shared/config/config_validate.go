@@ -1,0 +1,133 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// MinTokenLen is the shortest worker token the Strøm server accepts.
+const MinTokenLen = 32
+
+// MaxHeartbeatSecs is the longest heartbeat interval allowed: the server
+// fails the running steps of a worker it has not heard from for 120 s, so
+// one lost beat must not be fatal.
+const MaxHeartbeatSecs = 60
+
+// maxSecs keeps durations far from time.Duration's overflow (~292 years).
+const maxSecs = 10 * 365 * 24 * 3600
+
+// Validate checks every key and returns all problems at once (matching
+// ErrInvalid), or nil. It does not read worker_token_file; Load does that.
+// No message contains the worker token.
+func (c *Config) Validate() error {
+	if errs := c.validate(); len(errs) > 0 {
+		return problems(errs)
+	}
+	return nil
+}
+
+// validate returns one error per problem.
+func (c *Config) validate() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		from := ""
+		if src := c.Origins[key]; src != "" && src != SourceDefault {
+			from = " (from " + string(src) + ")"
+		}
+		errs = append(errs, fmt.Errorf("%s%s: %s", key, from, fmt.Sprintf(format, args...)))
+	}
+	positive := func(key string, v float64) {
+		if v <= 0 || v > maxSecs {
+			bad(key, "must be more than 0 seconds (and at most %d), got %s; set a positive number like 2 or 0.5", maxSecs, format(&v))
+		}
+	}
+	nonNegative := func(key string, v float64) {
+		if v < 0 || v > maxSecs {
+			bad(key, "must be 0 or more seconds (and at most %d), got %s", maxSecs, format(&v))
+		}
+	}
+	oneOf := func(key, v string, allowed ...string) {
+		if !slices.Contains(allowed, v) {
+			bad(key, "%q is not one of %s; pick one of those", v, strings.Join(allowed, ", "))
+		}
+	}
+
+	switch u, err := url.Parse(c.ServerURL); {
+	case c.ServerURL == "":
+		bad("server_url", "required; set server_url in the config file, STROEM__SERVER_URL or --server-url (e.g. https://stroem.example.com)")
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		bad("server_url", "%q is not an http(s) URL; use the server's base URL, e.g. https://stroem.example.com", c.ServerURL)
+	case u.RawQuery != "" || u.Fragment != "":
+		bad("server_url", "%q must not have a query or fragment: it is the prefix of /worker/... paths", c.ServerURL)
+	}
+
+	switch {
+	case c.WorkerToken == "" && c.WorkerTokenFile == "":
+		bad("worker_token", "required; set it in the config file, STROEM__WORKER_TOKEN or worker_token_file (a file holding it)")
+	case c.WorkerToken != "" && len(c.WorkerToken) < MinTokenLen:
+		bad("worker_token", "must be at least %d characters (the server refuses shorter tokens), got %d; set it in the config file, STROEM__WORKER_TOKEN or worker_token_file",
+			MinTokenLen, len(c.WorkerToken))
+	}
+
+	if strings.TrimSpace(c.WorkerName) == "" {
+		bad("worker_name", "must not be empty; set worker_name or STROEM__WORKER_NAME (the default, the host name, could not be read)")
+	}
+	if c.MaxConcurrent < 1 {
+		bad("max_concurrent", "must be at least 1, got %d; it is how many steps run at once", c.MaxConcurrent)
+	}
+	positive("poll_interval_secs", c.PollIntervalSecs)
+	if strings.TrimSpace(c.WorkspaceDir) == "" {
+		bad("workspace_dir", "must not be empty; set a directory the worker may write, e.g. %s", DefaultWorkspaceDir)
+	}
+
+	if len(c.Capabilities) == 0 {
+		bad("capabilities", "must not be empty; this worker runs script steps, so set capabilities: [script]")
+	}
+	for _, cp := range c.Capabilities {
+		switch cp {
+		case "script":
+		case "docker", "kubernetes", "agent":
+			bad("capabilities", "%q is a Strøm capability this worker does not have: it runs only script steps; remove it, and leave %s steps to the Rust worker", cp, cp)
+		default:
+			bad("capabilities", "unknown capability %q; this worker knows only script (old name: shell)", cp)
+		}
+	}
+	for _, t := range c.Tags {
+		if slices.Contains([]string{"script", "docker", "kubernetes", "agent"}, t) {
+			bad("tags", "%q is a capability, not a tag; move it to capabilities", t)
+		}
+	}
+
+	positive("request_timeout_secs", c.RequestTimeoutSecs)
+	positive("connect_timeout_secs", c.ConnectTimeoutSecs)
+	if c.MaxRetainedRevisions < 0 {
+		bad("max_retained_revisions", "must be 0 or more, got %d; it is how many old workspace revisions are kept", c.MaxRetainedRevisions)
+	}
+	positive("heartbeat_interval_secs", c.HeartbeatIntervalSecs)
+	if c.HeartbeatIntervalSecs > MaxHeartbeatSecs {
+		bad("heartbeat_interval_secs", "must be at most %d (the server fails the steps of a worker silent for 120 s), got %s",
+			MaxHeartbeatSecs, format(&c.HeartbeatIntervalSecs))
+	}
+	positive("cancel_poll_interval_secs", c.CancelPollIntervalSecs)
+	nonNegative("cancel_grace_secs", c.CancelGraceSecs)
+	if _, ok := signals[c.CancelSignalName]; !ok {
+		bad("cancel_signal", "%q is not one of %s; pick one of those", c.CancelSignalName, signalNames)
+	}
+	nonNegative("drain_timeout_secs", c.DrainTimeoutSecs)
+	oneOf("on_signal", c.OnSignal, "drain", "cancel")
+	positive("delivery_timeout_secs", c.DeliveryTimeoutSecs)
+
+	if c.Listen != "" {
+		_, port, err := net.SplitHostPort(c.Listen)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+			bad("listen", "%q is not host:port; use e.g. :9090 or 127.0.0.1:9090, or leave it empty to serve no health endpoint", c.Listen)
+		}
+	}
+	oneOf("log_format", c.LogFormat, "text", "json")
+	oneOf("log_level", c.LogLevel, "debug", "info", "warn", "error")
+	return errs
+}
