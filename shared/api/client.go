@@ -265,7 +265,7 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 	if err != nil {
 		// url.Error repeats the full URL; keep ours short and token-free.
 		var ue *url.Error
-		if errors.As(err, &ue) {
+		if asURLError(err, &ue) {
 			err = ue.Err
 		}
 		return &TransportError{Method: method, Path: path, Err: err}
@@ -308,3 +308,7 @@ func clip(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// asURLError unwraps the *url.Error of a failed request: it repeats the
+// full URL, and ours stay short.
+func asURLError(err error, target **url.Error) bool { return errors.As(err, target) }
