@@ -1,0 +1,83 @@
+// Command stroem-worker runs Strøm workflow steps: claim-and-run (one
+// step, then exit) or supervise (a long-running worker forking a
+// claim-and-run child per step).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	var cli CLI
+	// kong calls Exit after --help; remember it and return instead of
+	// exiting from inside the parser.
+	exited, exitWith := false, 0
+	parser, err := newParser(ctx, &cli, stdout, stderr, func(code int) { exited, exitWith = true, code })
+	if err != nil {
+		fmt.Fprintln(stderr, "stroem-worker:", err)
+		return ExitInternal
+	}
+	if len(args) == 0 && os.Getenv("AWS_LAMBDA_RUNTIME_API") != "" {
+		// Deployed as a Lambda `bootstrap` with no arguments.
+		args = []string{"lambda"}
+	}
+	kctx, err := parser.Parse(args)
+	if exited {
+		return exitWith
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "stroem-worker:", err)
+		return ExitUsage
+	}
+	cli.Globals.stdout, cli.Globals.stderr = stdout, stderr
+	err = kctx.Run(&cli.Globals)
+	code := exitCode(err)
+	if err != nil {
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.msg != "" {
+			fmt.Fprintln(stderr, "stroem-worker:", err)
+		}
+	}
+	return code
+}
+
+// newLogger builds the worker's own logger (never the step's output).
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// newParser builds the command-line parser.
+func newParser(ctx context.Context, cli *CLI, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, error) {
+	return kong.New(cli,
+		kong.Name("stroem-worker"),
+		kong.Description("A worker for the Strøm workflow orchestration platform.\n\n"+exitCodeHelp()),
+		kong.UsageOnError(),
+		kong.Writers(stdout, stderr),
+		kong.Exit(exit),
+		kong.BindTo(ctx, (*context.Context)(nil)),
+	)
+}

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/stroem-worker/stroem-worker/supervisor"
+)
+
+// SuperviseCmd is `stroem-worker supervise`, also the default command.
+type SuperviseCmd struct {
+	Listen           string `help:"Serve /healthz, /readyz and /metrics on this address (overrides listen), e.g. 127.0.0.1:9090." placeholder:"ADDR"`
+	OnSignal         string `name:"on-signal" help:"What the first SIGTERM/SIGINT does: drain (stop claiming, let steps finish until drain_timeout_secs) or cancel (stop steps now). Overrides on_signal." placeholder:"drain|cancel"`
+	DrainTimeoutSecs string `name:"drain-timeout-secs" help:"Override drain_timeout_secs." placeholder:"SECS"`
+}
+
+// Run supervises until stopped.
+func (c *SuperviseCmd) Run(ctx context.Context, g *Globals) error {
+	extra := map[string]string{"listen": c.Listen, "on_signal": c.OnSignal, "drain_timeout_secs": c.DrainTimeoutSecs}
+	cfg, err := g.load(extra)
+	if err != nil {
+		return err
+	}
+	// main's context ends on the first signal; the supervisor also needs
+	// the second one, to turn a drain into a cancel.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	return supervisor.Run(ctx, cfg, supervisor.Deps{
+		Logger:      g.logger(cfg),
+		ChildStderr: os.Stderr,
+		Signals:     sigs,
+		Version:     version,
+	})
+}

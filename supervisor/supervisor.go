@@ -1,0 +1,228 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stroem-worker/stroem-worker/oneshot"
+	"github.com/stroem-worker/stroem-worker/shared/api"
+	"github.com/stroem-worker/stroem-worker/shared/config"
+	"github.com/stroem-worker/stroem-worker/shared/process"
+)
+
+// Deps are what Run uses that callers and tests may replace.
+type Deps struct {
+	Logger     *slog.Logger
+	HTTPClient *http.Client
+	// Executable is the binary forked per step (default: this one). Its
+	// command line is Args followed by "claim-and-run --handoff-fd 3".
+	Executable string
+	Args       []string
+	// Argv0 is the child's argv[0] (default: ours).
+	Argv0 string
+	// ChildStderr receives the children's own log output (default os.Stderr).
+	// It should be a file, not a pipe the supervisor reads: a child must
+	// be able to write after the supervisor died.
+	ChildStderr *os.File
+	// Signals delivers SIGTERM/SIGINT. Run starts stopping when ctx ends
+	// (the first signal); a second signal on this channel cancels steps.
+	Signals <-chan os.Signal
+	Version string
+	// Ready, when set, is called once the supervisor is registered and
+	// serving (tests wait on it instead of sleeping).
+	Ready func(workerID, listenAddr string)
+}
+
+// Run supervises until stopped. It returns nil after a clean drain.
+func Run(ctx context.Context, cfg *config.Config, deps Deps) error {
+	s, err := newSupervisor(cfg, deps)
+	if err != nil {
+		return err
+	}
+	return s.run(ctx)
+}
+
+type supervisor struct {
+	cfg     *config.Config
+	deps    Deps
+	log     *slog.Logger
+	client  *api.Client
+	metrics *metrics
+
+	mu       sync.Mutex
+	workerID string
+	children map[*child]struct{}
+	// childWG counts child watchers and background deliveries.
+	childWG sync.WaitGroup
+	// second closes on the second stop signal.
+	second chan struct{}
+
+	// registeredAt is when the last registration succeeded (claim loop only).
+	registeredAt time.Time
+
+	draining   atomic.Bool
+	registered atomic.Bool
+	// lastContact is the unix nano time of the last answer from the server.
+	lastContact atomic.Int64
+}
+
+func newSupervisor(cfg *config.Config, deps Deps) (*supervisor, error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.HTTPClient == nil {
+		deps.HTTPClient = api.NewHTTPClient(cfg.ConnectTimeout())
+	}
+	if deps.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("finding own executable: %w", err)
+		}
+		deps.Executable = exe
+	}
+	if deps.Argv0 == "" {
+		deps.Argv0 = os.Args[0]
+	}
+	if deps.ChildStderr == nil {
+		deps.ChildStderr = os.Stderr
+	}
+	if deps.Version == "" {
+		deps.Version = "dev"
+	}
+	if err := os.MkdirAll(cfg.WorkspaceDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating workspace_dir: %w", err)
+	}
+	client := api.New(api.Options{
+		BaseURL:        cfg.ServerURL,
+		Token:          cfg.WorkerToken,
+		HTTPClient:     deps.HTTPClient,
+		RequestTimeout: cfg.RequestTimeout(),
+		UserAgent:      "stroem-worker/" + deps.Version,
+		Logger:         deps.Logger,
+	})
+	return &supervisor{
+		cfg:      cfg,
+		deps:     deps,
+		log:      deps.Logger,
+		client:   client,
+		metrics:  newMetrics(),
+		children: map[*child]struct{}{},
+		second:   make(chan struct{}),
+	}, nil
+}
+
+func (s *supervisor) id() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.workerID
+}
+
+func (s *supervisor) contact() { s.lastContact.Store(time.Now().UnixNano()) }
+
+func (s *supervisor) run(ctx context.Context) error {
+	// Orphans of children that die are reparented here and swept.
+	if err := process.EnableSubreaper(); err != nil {
+		s.log.Warn("cannot become child subreaper; escaped grandchildren of crashed children may survive", "error", err.Error())
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	wg.Go(func() { s.watchSignals(bg) })
+	wg.Go(func() { process.Reap(bg, 5*time.Second) })
+
+	var listenAddr string
+	if s.cfg.Listen != "" {
+		addr, stop, err := s.serveHTTP(bg, &wg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		listenAddr = addr
+	}
+	if err := s.registerUntil(ctx); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	// Results that earlier processes left behind go out first.
+	if _, err := oneshot.DeliverPending(bg, oneshot.SpoolRoot(s.cfg), s.client, s.log, "the worker was restarted"); err != nil {
+		return err
+	}
+	wg.Go(func() { s.heartbeatLoop(bg) })
+	if s.deps.Ready != nil {
+		s.deps.Ready(s.id(), listenAddr)
+	}
+	err := s.claimLoop(ctx)
+	s.draining.Store(true)
+	s.metrics.draining.Set(1)
+	s.stop()
+	return err
+}
+
+// registerUntil registers, retrying transient failures with capped
+// backoff until it succeeds or ctx ends; 401 is fatal.
+func (s *supervisor) registerUntil(ctx context.Context) error {
+	retry := api.Retry{Initial: time.Second, Max: 60 * time.Second}
+	for attempt := 1; ; attempt++ {
+		id, err := s.client.WithRetry(api.Retry{Attempts: 1}).Register(ctx, api.RegisterRequest{
+			Name:         s.cfg.WorkerName,
+			Capabilities: s.cfg.Capabilities,
+			Tags:         s.cfg.Tags,
+			Exclusive:    s.cfg.Exclusive,
+			Version:      s.deps.Version,
+		})
+		if err == nil {
+			s.mu.Lock()
+			s.workerID = id
+			s.mu.Unlock()
+			s.registered.Store(true)
+			s.registeredAt = time.Now()
+			s.contact()
+			s.log.Info("registered worker", "worker_id", id, "name", s.cfg.WorkerName, "max_concurrent", s.cfg.MaxConcurrent)
+			return nil
+		}
+		if errors.Is(err, api.ErrUnauthorized) || !api.IsTransient(err) {
+			return err
+		}
+		d := retry.Delay(attempt)
+		s.log.Warn("registration failed; retrying", "in", d, "error", err.Error())
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// heartbeatLoop beats at once and then every interval until ctx ends.
+func (s *supervisor) heartbeatLoop(ctx context.Context) {
+	tick := time.NewTicker(s.cfg.HeartbeatInterval())
+	defer tick.Stop()
+	for {
+		err := s.client.Heartbeat(ctx, s.id())
+		switch {
+		case err == nil:
+			s.contact()
+			s.metrics.lastHeartbeat.Store(time.Now().UnixNano())
+		case ctx.Err() == nil:
+			s.metrics.heartbeatFailures.Inc()
+			s.log.Warn("heartbeat failed", "error", err.Error())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,460 @@
+package supervisor_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stroem-worker/stroem-worker/shared/config"
+	"github.com/stroem-worker/stroem-worker/shared/fakeserver"
+	"github.com/stroem-worker/stroem-worker/supervisor"
+	"go.uber.org/goleak"
+)
+
+// binary is the real stroem-worker, built once for these tests: the
+// supervisor forks it for every step.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "supervisor-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "stroem-worker")
+	build := exec.Command("go", "build", "-o", binary, "../cmd/stroem-worker")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building stroem-worker:", err)
+		os.Exit(1)
+	}
+	code := 0
+	func() {
+		defer os.RemoveAll(dir)
+		code = m.Run()
+	}()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// harness is a supervisor running against a fake server.
+type harness struct {
+	t       *testing.T
+	srv     *fakeserver.Server
+	url     string
+	cfg     *config.Config
+	signals chan os.Signal
+	stop    context.CancelFunc
+	done    chan error
+	ready   chan [2]string
+}
+
+func newHarness(t *testing.T, overrides map[string]string) *harness {
+	t.Helper()
+	srv := fakeserver.New(fakeserver.Options{})
+	srv.AddWorkspace(fakeserver.DefaultWorkspace, "", fakeserver.EmptyTarball())
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	flags := map[string]string{
+		"server_url":                hs.URL,
+		"workspace_dir":             t.TempDir(),
+		"poll_interval_secs":        "0.05",
+		"cancel_poll_interval_secs": "0.1",
+		"cancel_grace_secs":         "2",
+		"max_concurrent":            "2",
+		"listen":                    "127.0.0.1:0",
+	}
+	for k, v := range overrides {
+		flags[k] = v
+	}
+	cfg, err := config.Load(config.LoadOptions{
+		Path:  filepath.Join(t.TempDir(), "none.yaml"),
+		Env:   mapLookuper{"STROEM__WORKER_TOKEN": fakeserver.DefaultToken},
+		Flags: flags,
+	})
+	if err != nil {
+		t.Fatalf("config.Load() = %v", err)
+	}
+	return &harness{t: t, srv: srv, url: hs.URL, cfg: cfg, signals: make(chan os.Signal, 4),
+		done: make(chan error, 1), ready: make(chan [2]string, 1)}
+}
+
+func (h *harness) start() (workerID, listen string) {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	h.stop = cancel
+	go func() {
+		h.done <- supervisor.Run(ctx, h.cfg, supervisor.Deps{
+			Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Executable: binary,
+			Argv0:      binary,
+			Signals:    h.signals,
+			Ready:      func(id, addr string) { h.ready <- [2]string{id, addr} },
+		})
+	}()
+	select {
+	case r := <-h.ready:
+		return r[0], r[1]
+	case err := <-h.done:
+		h.t.Fatalf("supervisor.Run() ended before ready: %v", err)
+	case <-time.After(30 * time.Second):
+		h.t.Fatal("supervisor not ready within 30 s")
+	}
+	return "", ""
+}
+
+// signal simulates a stop signal: the first also ends Run's context, as
+// signal.NotifyContext does in main.
+func (h *harness) signal() {
+	h.signals <- syscall.SIGTERM
+	h.stop()
+}
+
+func (h *harness) wait() error {
+	h.t.Helper()
+	select {
+	case err := <-h.done:
+		return err
+	case <-time.After(60 * time.Second):
+		h.t.Fatal("supervisor did not return within 60 s")
+		return nil
+	}
+}
+
+func (h *harness) waitFor(what string, cond func(*fakeserver.Server) bool) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := h.srv.WaitFor(ctx, cond); err != nil {
+		h.t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+type mapLookuper map[string]string
+
+func (m mapLookuper) Lookup(k string) (string, bool) { v, ok := m[k]; return v, ok }
+
+func scriptJob(name, script string) fakeserver.JobSpec {
+	spec, _ := json.Marshal(map[string]any{"type": "script", "script": script})
+	return fakeserver.JobSpec{TaskName: name, Steps: []fakeserver.StepSpec{{StepName: "s", ActionName: name, ActionSpec: spec}}}
+}
+
+func status(srv *fakeserver.Server, job string) string {
+	st, _ := srv.Step(job, "s")
+	return st.Status
+}
+
+func TestRunsStepsAndDrains(t *testing.T) {
+	h := newHarness(t, nil)
+	h.start()
+	var jobs []string
+	for i := range 5 {
+		jobs = append(jobs, h.srv.AddJob(scriptJob(fmt.Sprintf("j%d", i), fmt.Sprintf("echo step %d; echo 'OUTPUT: {\"n\": %d}'", i, i))))
+	}
+	h.waitFor("all steps completed", func(s *fakeserver.Server) bool {
+		for _, j := range jobs {
+			if status(s, j) != "completed" {
+				return false
+			}
+		}
+		return true
+	})
+	for i, j := range jobs {
+		st, _ := h.srv.Step(j, "s")
+		if string(st.Output) != fmt.Sprintf(`{"n":%d}`, i) || st.Completes != 1 {
+			t.Errorf("job %d: output %s, completes %d; want {\"n\":%d} once", i, st.Output, st.Completes, i)
+		}
+	}
+	h.signal()
+	if err := h.wait(); err != nil {
+		t.Errorf("Run() after drain = %v, want nil", err)
+	}
+}
+
+func TestConcurrencyLimitIsExact(t *testing.T) {
+	h := newHarness(t, map[string]string{"max_concurrent": "3"})
+	dir := t.TempDir()
+	h.start()
+	// Each step marks itself running, then waits for a release file.
+	var jobs []string
+	for i := range 8 {
+		jobs = append(jobs, h.srv.AddJob(scriptJob(fmt.Sprintf("c%d", i),
+			fmt.Sprintf("touch %s/run.%d; while [ ! -e %s/release ]; do sleep 0.02; done; rm %s/run.%d", dir, i, dir, dir, i))))
+	}
+	running := func() int {
+		m, _ := filepath.Glob(filepath.Join(dir, "run.*"))
+		return len(m)
+	}
+	h.waitFor("3 steps running", func(*fakeserver.Server) bool { return running() == 3 })
+	// The limit is reached; it is never exceeded while the others wait.
+	claimed := 0
+	for _, j := range jobs {
+		if status(h.srv, j) == "running" {
+			claimed++
+		}
+	}
+	if claimed != 3 {
+		t.Errorf("steps claimed while 3 slots are busy = %d, want 3", claimed)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "release"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("all steps completed", func(s *fakeserver.Server) bool {
+		for _, j := range jobs {
+			if status(s, j) != "completed" {
+				return false
+			}
+		}
+		return true
+	})
+	h.signal()
+	if err := h.wait(); err != nil {
+		t.Errorf("Run() = %v", err)
+	}
+}
+
+func TestSecondSignalCancels(t *testing.T) {
+	h := newHarness(t, map[string]string{"drain_timeout_secs": "600"})
+	h.start()
+	job := h.srv.AddJob(scriptJob("long", "echo started; sleep 300"))
+	h.waitFor("step logged", func(s *fakeserver.Server) bool { return len(s.Logs(job)) > 0 })
+	h.signal()
+	// Draining: the step keeps running, and no new step is claimed.
+	other := h.srv.AddJob(scriptJob("later", "true"))
+	h.signals <- syscall.SIGTERM // second signal: cancel
+	if err := h.wait(); err != nil {
+		t.Errorf("Run() = %v", err)
+	}
+	st, _ := h.srv.Step(job, "s")
+	if st.Status != "failed" || !strings.Contains(st.Error, "Worker shutting down") {
+		t.Errorf("cancelled step = %s %q, want failed with 'Worker shutting down'", st.Status, st.Error)
+	}
+	if s := status(h.srv, other); s != "ready" {
+		t.Errorf("step queued during drain = %s, want ready (not claimed)", s)
+	}
+}
+
+func TestOnSignalCancel(t *testing.T) {
+	h := newHarness(t, map[string]string{"on_signal": "cancel"})
+	h.start()
+	job := h.srv.AddJob(scriptJob("long", "trap 'echo got TERM; exit 143' TERM; echo started; while :; do sleep 0.05; done"))
+	h.waitFor("step logged", func(s *fakeserver.Server) bool { return len(s.Logs(job)) > 0 })
+	h.signal()
+	if err := h.wait(); err != nil {
+		t.Errorf("Run() = %v", err)
+	}
+	st, _ := h.srv.Step(job, "s")
+	if st.Status != "failed" || !strings.Contains(st.Error, "Worker shutting down") {
+		t.Errorf("step = %s %q, want failed 'Worker shutting down'", st.Status, st.Error)
+	}
+	found := false
+	for _, l := range h.srv.Logs(job) {
+		found = found || l.Line == "got TERM"
+	}
+	if !found {
+		t.Errorf("the step's TERM trap output was not delivered: %+v", h.srv.Logs(job))
+	}
+}
+
+func TestChildKilledIsReported(t *testing.T) {
+	h := newHarness(t, nil)
+	h.start()
+	dir := t.TempDir()
+	job := h.srv.AddJob(scriptJob("victim", fmt.Sprintf("echo $PPID > %s/worker.pid; echo hello; sleep 300", dir)))
+	h.waitFor("step logged", func(s *fakeserver.Server) bool { return len(s.Logs(job)) > 0 })
+	data, err := os.ReadFile(filepath.Join(dir, "worker.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	fmt.Sscan(string(data), &pid)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("killing the worker process %d: %v", pid, err)
+	}
+	h.waitFor("step failed", func(s *fakeserver.Server) bool { return status(s, job) == "failed" })
+	st, _ := h.srv.Step(job, "s")
+	if !strings.Contains(st.Error, "worker process for step s died: signal: killed") {
+		t.Errorf("error = %q, want it to say the worker process died", st.Error)
+	}
+	h.signal()
+	if err := h.wait(); err != nil {
+		t.Errorf("Run() = %v", err)
+	}
+}
+
+func TestReregistersWhenRowRemoved(t *testing.T) {
+	h := newHarness(t, nil)
+	id, _ := h.start()
+	h.srv.DeleteWorker(id)
+	job := h.srv.AddJob(scriptJob("after", "echo ok"))
+	h.waitFor("step completed", func(s *fakeserver.Server) bool { return status(s, job) == "completed" })
+	st, _ := h.srv.Step(job, "s")
+	if st.WorkerID == id {
+		t.Errorf("step ran under the removed worker id %s, want a new registration", id)
+	}
+	h.signal()
+	if err := h.wait(); err != nil {
+		t.Errorf("Run() = %v", err)
+	}
+}
+
+func TestHealthEndpoints(t *testing.T) {
+	h := newHarness(t, nil)
+	_, addr := h.start()
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz = %d, want 200", code)
+	}
+	h.waitFor("a heartbeat", func(s *fakeserver.Server) bool { return true })
+	if code, body := get("/readyz"); code != 200 {
+		t.Errorf("/readyz = %d %q, want 200", code, body)
+	}
+	job := h.srv.AddJob(scriptJob("m", "echo metrics"))
+	h.waitFor("step completed", func(s *fakeserver.Server) bool { return status(s, job) == "completed" })
+	var body string
+	h.waitFor("metrics count the step", func(*fakeserver.Server) bool {
+		_, body = get("/metrics")
+		return strings.Contains(body, `stroem_worker_steps_finished_total{result="succeeded"} 1`)
+	})
+	for _, want := range []string{"stroem_worker_claims_total", "stroem_worker_heartbeat_age_seconds", "stroem_worker_log_lines_shipped_total"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	var wg sync.WaitGroup
+	h.signal()
+	wg.Wait()
+	if err := h.wait(); err != nil {
+		t.Errorf("Run() = %v", err)
+	}
+}
+
+func TestIdleClaimsOncePerPollAndForksNothing(t *testing.T) {
+	h := newHarness(t, map[string]string{"poll_interval_secs": "0.2"})
+	h.start()
+	// Watch a window of idle claims: at most one per poll interval.
+	first := time.Now()
+	h.waitFor("eight idle claims", func(s *fakeserver.Server) bool { return countClaims(s, first) >= 8 })
+	elapsed := time.Since(first)
+	n := countClaims(h.srv, first)
+	if limit := int(elapsed/(200*time.Millisecond)) + 2; n > limit {
+		t.Errorf("%d claims in %v idle, want at most %d (one per 200 ms poll)", n, elapsed, limit)
+	}
+	if kids := childrenOf(os.Getpid()); len(kids) != 0 {
+		t.Errorf("idle supervisor has child processes %v, want none", kids)
+	}
+	h.signal()
+	if err := h.wait(); err != nil {
+		t.Errorf("Run() = %v", err)
+	}
+}
+
+func countClaims(s *fakeserver.Server, since time.Time) int {
+	n := 0
+	for _, r := range s.Requests() {
+		if r.Path == "/worker/jobs/claim" && !r.Time.Before(since) {
+			n++
+		}
+	}
+	return n
+}
+
+// childrenOf lists the live (non-zombie) children of pid from /proc.
+func childrenOf(pid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var p int
+		if _, err := fmt.Sscan(e.Name(), &p); err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(data)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) > 1 && fields[0] != "Z" && fields[1] == fmt.Sprint(pid) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// TestSupervisorDeathDoesNotFailSteps runs `stroem-worker supervise` as a
+// process, SIGKILLs it mid-step, and checks that the step's child still
+// delivers the result, heartbeating for itself.
+func TestSupervisorDeathDoesNotFailSteps(t *testing.T) {
+	srv := fakeserver.New(fakeserver.Options{})
+	srv.AddWorkspace(fakeserver.DefaultWorkspace, "", fakeserver.EmptyTarball())
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	dir := t.TempDir()
+	cmd := exec.Command(binary, "supervise")
+	cmd.Env = append(os.Environ(),
+		"STROEM__SERVER_URL="+hs.URL, "STROEM__WORKER_TOKEN="+fakeserver.DefaultToken,
+		"STROEM__WORKSPACE_DIR="+filepath.Join(dir, "ws"), "STROEM__POLL_INTERVAL_SECS=0.05",
+		"STROEM__HEARTBEAT_INTERVAL_SECS=1")
+	cmd.Dir = dir // no worker-config.yaml there: env configures it all
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	job := srv.AddJob(scriptJob("survivor", fmt.Sprintf("echo before; while [ ! -e %s/release ]; do sleep 0.02; done; echo after", dir)))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := srv.WaitFor(ctx, func(s *fakeserver.Server) bool { return len(s.Logs(job)) > 0 }); err != nil {
+		t.Fatalf("waiting for the step to start: %v", err)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	// The child notices its supervisor is gone and heartbeats itself.
+	beats := func(s *fakeserver.Server) int {
+		n := 0
+		for _, r := range s.Requests() {
+			if r.Path == "/worker/heartbeat" {
+				n++
+			}
+		}
+		return n
+	}
+	before := beats(srv)
+	if err := srv.WaitFor(ctx, func(s *fakeserver.Server) bool { return beats(s) > before+1 }); err != nil {
+		t.Fatalf("the orphaned child sent no heartbeats: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "release"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.WaitFor(ctx, func(s *fakeserver.Server) bool { return status(s, job) == "completed" }); err != nil {
+		st, _ := srv.Step(job, "s")
+		t.Fatalf("step after supervisor death = %+v: %v", st, err)
+	}
+}
