@@ -68,16 +68,19 @@ func emitValid(data []byte, maxLine int, emit func([]byte)) {
 	emit(data)
 }
 
-// runeCut returns a cut point at or before n that does not split a UTF-8
-// sequence (falling back to n when no boundary is near: invalid input).
+// runeCut returns the largest cut point at or before n that ends data[:cut]
+// on a whole UTF-8 sequence (n itself for invalid input that has none).
 func runeCut(data []byte, n int) int {
-	if n >= len(data) {
-		return len(data)
-	}
-	for back := 0; back < utf8.UTFMax && n-back > 0; back++ {
-		if utf8.RuneStart(data[n-back]) {
-			return n - back
+	n = min(n, len(data))
+	for back := 1; back <= utf8.UTFMax && n-back >= 0; back++ {
+		start := n - back
+		if !utf8.RuneStart(data[start]) {
+			continue
 		}
+		if utf8.FullRune(data[start:n]) || start == 0 {
+			return n
+		}
+		return start
 	}
 	return n
 }
