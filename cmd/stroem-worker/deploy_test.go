@@ -77,6 +77,12 @@ func TestDeployExamplesUseRealFlagsAndKeys(t *testing.T) {
 		t.Fatalf("deploy examples: %v, %d files", err, len(files))
 	}
 	envRef := regexp.MustCompile(`STROEM__[A-Z_]+`)
+	parsed := 0
+	defer func() {
+		if parsed < 8 {
+			t.Errorf("found %d stroem-worker command lines in the examples, want at least 8", parsed)
+		}
+	}()
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -96,16 +102,26 @@ func TestDeployExamplesUseRealFlagsAndKeys(t *testing.T) {
 			}
 		}
 		// Environment variables must be config keys.
+		tokenFile := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(tokenFile, []byte(strings.Repeat("t", 32)), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		for _, ev := range envRef.FindAllString(text, -1) {
 			key := strings.ToLower(strings.TrimPrefix(ev, "STROEM__"))
-			_, err := config.Load(config.LoadOptions{Env: mapEnv{ev: sampleValue(key)}, Flags: map[string]string{
-				"server_url": "http://127.0.0.1:1", "worker_token": strings.Repeat("x", 32)}})
+			flags := map[string]string{"server_url": "http://127.0.0.1:1", "worker_token": strings.Repeat("x", 32)}
+			val := sampleValue(key)
+			if key == "worker_token_file" {
+				delete(flags, "worker_token")
+				val = tokenFile
+			}
+			_, err := config.Load(config.LoadOptions{Env: mapEnv{ev: val}, Flags: flags})
 			if err != nil {
 				t.Errorf("%s: %s: %v", filepath.Base(f), ev, err)
 			}
 		}
 		// Each worker command line must parse.
 		for _, args := range commandLines(text) {
+			parsed++
 			var out, errOut bytes.Buffer
 			parser := newParserForTest(t, &out, &errOut)
 			if _, err := parser.Parse(args); err != nil {

@@ -34,6 +34,9 @@ func (e *StatusError) Error() string {
 	if e.Body != "" {
 		msg += ": " + e.Body
 	}
+	if e.Status == http.StatusUnauthorized {
+		msg += " (worker token rejected: check worker_token or worker_token_file)"
+	}
 	return msg
 }
 
