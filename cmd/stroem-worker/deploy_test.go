@@ -162,7 +162,7 @@ func commandLines(text string) [][]string {
 	for _, m := range shell.FindAllStringSubmatch(text, -1) {
 		out = append(out, strings.Fields(m[1]))
 	}
-	arrays := regexp.MustCompile(`args\s*[:=]\s*\[([^\]]*)\]`)
+	arrays := regexp.MustCompile(`(?:args\s*[:=]|CMD)\s*\[([^\]]*)\]`)
 	for _, m := range arrays.FindAllStringSubmatch(text, -1) {
 		var args []string
 		for _, a := range strings.Split(m[1], ",") {
