@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 
 	"github.com/stroem-worker/stroem-worker/shared/api"
 	"github.com/stroem-worker/stroem-worker/shared/config"
@@ -71,8 +72,12 @@ func (e *EventWriter) Emit(ev Event) {
 	_, _ = e.w.Write(append(data, '\n'))
 }
 
-// OpenFD returns the open file descriptor fd as a file, or an error.
+// OpenFD returns the inherited file descriptor fd as a file, or an
+// error. It is marked close-on-exec first: inherited descriptors are not,
+// and a step process must not hold the supervisor's pipes (it would keep
+// them open after the child died, and could write to them).
 func OpenFD(fd int, name string) (*os.File, error) {
+	syscall.CloseOnExec(fd)
 	f := os.NewFile(uintptr(fd), name)
 	if f == nil {
 		return nil, fmt.Errorf("file descriptor %d (%s) is not open", fd, name)

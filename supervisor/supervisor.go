@@ -61,8 +61,8 @@ type supervisor struct {
 	children map[*child]struct{}
 	// childWG counts child watchers and background deliveries.
 	childWG sync.WaitGroup
-	// second closes on the second stop signal.
-	second chan struct{}
+	// second and third close on the second and third stop signal.
+	second, third chan struct{}
 
 	// registeredAt is when the last registration succeeded (claim loop only).
 	registeredAt time.Time
@@ -115,6 +115,7 @@ func newSupervisor(cfg *config.Config, deps Deps) (*supervisor, error) {
 		metrics:  newMetrics(),
 		children: map[*child]struct{}{},
 		second:   make(chan struct{}),
+		third:    make(chan struct{}),
 	}, nil
 }
 

@@ -132,7 +132,15 @@ func (s *supervisor) fork(c *child) error {
 // delivered by the child, or delivered from its spool, or reported failed.
 func (s *supervisor) watch(c *child, log *slog.Logger) {
 	err := process.WaitCmd(c.cmd)
-	<-c.eventsDone
+	// The event pipe closes with the child; should anything else hold it
+	// open, the child's exit is what counts.
+	linger := time.NewTimer(2 * time.Second)
+	select {
+	case <-c.eventsDone:
+	case <-linger.C:
+		log.Warn("worker process exited but its event pipe is still open")
+	}
+	linger.Stop()
 	c.mu.Lock()
 	delivered, pgid, last := c.delivered, c.pgid, c.last
 	c.mu.Unlock()

@@ -34,6 +34,12 @@ func (s *supervisor) stop() {
 		}
 	}
 	s.signalChildren(syscall.SIGTERM)
+	// One more signal kills children still cancelling: the second with
+	// on_signal cancel, the third after a drain.
+	kill := s.third
+	if s.cfg.OnSignal == "cancel" {
+		kill = s.second
+	}
 	// A child needs cancel_grace to stop its step, then time to deliver.
 	hard := time.NewTimer(s.cfg.CancelGrace() + s.cfg.DeliveryTimeout())
 	defer hard.Stop()
@@ -41,15 +47,15 @@ func (s *supervisor) stop() {
 	case <-allDone:
 		return
 	case <-hard.C:
-	case <-s.second:
+	case <-kill:
 	}
 	s.log.Error("worker processes did not stop in time; killing them")
 	s.signalChildren(syscall.SIGKILL)
 	<-allDone
 }
 
-// watchSignals closes s.second on the second stop signal; the first one
-// also ended the ctx given to Run and started the drain.
+// watchSignals closes s.second on the second stop signal and s.third on
+// the third; the first one also ended the ctx given to Run.
 func (s *supervisor) watchSignals(ctx context.Context) {
 	seen := 0
 	for {
@@ -58,8 +64,11 @@ func (s *supervisor) watchSignals(ctx context.Context) {
 			return
 		case <-s.deps.Signals:
 			seen++
-			if seen == 2 {
+			switch seen {
+			case 2:
 				close(s.second)
+			case 3:
+				close(s.third)
 				return
 			}
 		}

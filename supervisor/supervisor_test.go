@@ -64,6 +64,8 @@ type harness struct {
 	stop    context.CancelFunc
 	done    chan error
 	ready   chan [2]string
+	// childLog receives the children's own log output.
+	childLog *os.File
 }
 
 func newHarness(t *testing.T, overrides map[string]string) *harness {
@@ -92,8 +94,19 @@ func newHarness(t *testing.T, overrides map[string]string) *harness {
 	if err != nil {
 		t.Fatalf("config.Load() = %v", err)
 	}
+	childLog, err := os.Create(filepath.Join(t.TempDir(), "children.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			data, _ := os.ReadFile(childLog.Name())
+			t.Logf("children's log:\n%s", data)
+		}
+		childLog.Close()
+	})
 	return &harness{t: t, srv: srv, url: hs.URL, cfg: cfg, signals: make(chan os.Signal, 4),
-		done: make(chan error, 1), ready: make(chan [2]string, 1)}
+		done: make(chan error, 1), ready: make(chan [2]string, 1), childLog: childLog}
 }
 
 func (h *harness) start() (workerID, listen string) {
@@ -102,11 +115,12 @@ func (h *harness) start() (workerID, listen string) {
 	h.stop = cancel
 	go func() {
 		h.done <- supervisor.Run(ctx, h.cfg, supervisor.Deps{
-			Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Executable: binary,
-			Argv0:      binary,
-			Signals:    h.signals,
-			Ready:      func(id, addr string) { h.ready <- [2]string{id, addr} },
+			Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+			ChildStderr: h.childLog,
+			Executable:  binary,
+			Argv0:       binary,
+			Signals:     h.signals,
+			Ready:       func(id, addr string) { h.ready <- [2]string{id, addr} },
 		})
 	}()
 	select {
@@ -421,7 +435,13 @@ func TestSupervisorDeathDoesNotFailSteps(t *testing.T) {
 		"STROEM__WORKSPACE_DIR="+filepath.Join(dir, "ws"), "STROEM__POLL_INTERVAL_SECS=0.05",
 		"STROEM__HEARTBEAT_INTERVAL_SECS=1")
 	cmd.Dir = dir // no worker-config.yaml there: env configures it all
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	// A file, not a pipe: the orphaned child keeps writing to it.
+	logFile, err := os.Create(filepath.Join(dir, "supervisor.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
