@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/stroem-worker/stroem-worker/shared/api"
@@ -184,17 +185,23 @@ func (r *runner) run(ctx context.Context, opts Options) (Outcome, error) {
 
 	// Heartbeats run from here until the step is reported: a step of a
 	// worker silent for 120 s is failed by the server (contract §8).
+	// The id may change (a new registration); heartbeats follow it.
+	var current atomic.Pointer[string]
+	current.Store(&id)
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	hbDone := make(chan struct{})
 	go func() {
 		defer close(hbDone)
-		r.heartbeat(hbCtx, id, !fresh && opts.SupervisorPID == 0, opts.SupervisorPID)
+		r.heartbeat(hbCtx, &current, !fresh && opts.SupervisorPID == 0, opts.SupervisorPID)
 	}()
 	defer func() { stopHB(); <-hbDone }()
 
 	step := opts.Step
 	if step == nil {
-		step, id, err = r.claim(ctx, id, opts.Wait, log)
+		var newID string
+		step, newID, err = r.claim(ctx, id, opts.Wait, log)
+		id = newID
+		current.Store(&newID)
 		out.WorkerID = id
 		if err != nil || step == nil {
 			return out, err
@@ -215,11 +222,12 @@ func (r *runner) run(ctx context.Context, opts Options) (Outcome, error) {
 // leaves heartbeats to its supervisor while the supervisor lives: once it
 // is gone (its parent changed), the child heartbeats for itself until its
 // step is reported.
-func (r *runner) heartbeat(ctx context.Context, id string, now bool, supervisor int) {
+func (r *runner) heartbeat(ctx context.Context, current *atomic.Pointer[string], now bool, supervisor int) {
 	beat := func() {
 		if supervisor != 0 && os.Getppid() == supervisor {
 			return
 		}
+		id := *current.Load()
 		if err := r.client.Heartbeat(ctx, id); err != nil && ctx.Err() == nil {
 			r.log.Warn("heartbeat failed", slog.String("worker_id", id), slog.String("error", err.Error()))
 		}

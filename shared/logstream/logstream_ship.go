@@ -20,26 +20,31 @@ import (
 const DefaultMaxBatchBytes = 1 << 20
 
 // maxRecordBytes bounds one encoded record: 64 KiB of text escaped six
-// times over, plus the timestamp and keys.
-const maxRecordBytes = 6*MaxLineBytes + 256
+// times over, plus the timestamp, keys and stream name.
+const maxRecordBytes = 6*MaxLineBytes + 6*maxStreamBytes + 128
 
-// Sender posts one request body ({"step_name":..., "lines":[...]}).
+// Sender posts one request body ({"step_name":..., "lines":[...]}) and
+// returns nil once the server has accepted it.
 type Sender func(ctx context.Context, body []byte) error
 
 // ShipOptions configures Ship.
 type ShipOptions struct {
 	StepName string
 	Send     Sender
-	// Interval is how often new lines go out (default 1 s); a full batch
-	// goes out at once.
-	Interval      time.Duration
+	// Interval is how often a partial batch goes out while lines keep
+	// coming (default 1 s); a full batch goes out at once, and the first
+	// line after a quiet Interval goes out at once too.
+	Interval time.Duration
+	// MaxBatchBytes caps a request body (default DefaultMaxBatchBytes); a
+	// single record larger than that still goes, alone.
 	MaxBatchBytes int
 	// Permanent says the server will never accept this body as it is (a
 	// 4xx other than 401/408/429). The batch is then split to isolate the
-	// record it refuses, and only that record is dropped.
+	// record it refuses, and only that record is dropped. Nil: every error
+	// is retried.
 	Permanent func(error) bool
-	// RetryInitial and RetryMax shape the backoff between failed sends
-	// (defaults 250 ms and 10 s).
+	// RetryInitial and RetryMax shape the jittered exponential backoff
+	// between failed sends (defaults 250 ms and 10 s).
 	RetryInitial, RetryMax time.Duration
 	Logger                 *slog.Logger
 }
@@ -47,14 +52,17 @@ type ShipOptions struct {
 // Stats describe what a Ship call delivered.
 type Stats struct {
 	Lines, Bytes int64 // records and record bytes delivered
-	Batches      int64
-	Retries      int64
-	Dropped      int64 // records the server refused permanently
+	Batches      int64 // requests accepted
+	Retries      int64 // failed sends retried
+	Dropped      int64 // records refused permanently, or torn by a crash
+	Lag          int64 // record bytes not acknowledged when Ship returned
 }
 
 // Ship sends the spool's records from the acknowledged offset, in order,
 // until the log is closed and everything is delivered (nil), or ctx ends
-// first (an error; what is left stays in the spool).
+// first (an error wrapping ctx.Err(); what is left stays in the spool for
+// Deliver). Failed sends are retried without end: only ctx bounds them.
+// Memory is a few batches, whatever the backlog: it waits on disk.
 func Ship(ctx context.Context, s *Spool, o ShipOptions) (Stats, error) {
 	if o.Interval <= 0 {
 		o.Interval = time.Second
@@ -74,9 +82,12 @@ func Ship(ctx context.Context, s *Spool, o ShipOptions) (Stats, error) {
 	if o.Permanent == nil {
 		o.Permanent = func(error) bool { return false }
 	}
+	if o.Send == nil {
+		return Stats{}, errors.New("shipping logs: no sender")
+	}
 	sh := &shipper{s: s, o: o, buf: make([]byte, o.MaxBatchBytes+maxRecordBytes)}
-	sh.prefix, _ = json.Marshal(o.StepName)
-	sh.prefix = append(append([]byte(`{"step_name":`), sh.prefix...), `,"lines":[`...)
+	name, _ := json.Marshal(o.StepName)
+	sh.prefix = append(append([]byte(`{"step_name":`), name...), `,"lines":[`...)
 	f, err := os.Open(filepath.Join(s.dir, logsFile))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return sh.stats, fmt.Errorf("reading spool: %w", err)
@@ -85,132 +96,240 @@ func Ship(ctx context.Context, s *Spool, o ShipOptions) (Stats, error) {
 		defer f.Close()
 	}
 	sh.f = f
-	tick := time.NewTicker(o.Interval)
-	defer tick.Stop()
+	_, sh.off, _ = s.state()
+
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var lastSend time.Time
 	for {
-		// Ship what is there: whole batches, and the remainder.
-		if err := s.Flush(); err != nil {
-			return sh.stats, err
+		_, _, closed := s.state()
+		// A write error is the writer's to report (Append and Close return
+		// it); the shipper still delivers whatever reached the file.
+		s.Flush()
+		partial := closed || time.Since(lastSend) >= o.Interval
+		sentAny, err := sh.drain(ctx, partial)
+		if sentAny {
+			lastSend = time.Now()
 		}
-		if err := sh.drain(ctx); err != nil {
-			return sh.stats, err
-		}
-		total, sent, closed := s.state()
-		if closed && sent >= total {
-			return sh.stats, nil
+		if err != nil {
+			return sh.done(), err
 		}
 		if closed {
-			// Whole records are all shipped; what is left has no '\n': the
-			// torn last record of a process that died mid-write.
-			sh.o.Logger.Warn("dropping a torn last log record", "bytes", total-sent)
-			sh.stats.Dropped++
-			if err := s.ack(total); err != nil {
-				return sh.stats, fmt.Errorf("recording shipped offset: %w", err)
+			// Every whole record is delivered; bytes left without '\n' are
+			// the torn last record of a process that died mid-write.
+			if sh.n > 0 {
+				o.Logger.Warn("dropping a torn last log record", "bytes", sh.n)
+				sh.stats.Dropped++
+				sh.consume(sh.n)
+				sh.ack(sh.off)
 			}
-			return sh.stats, nil
+			return sh.done(), nil
+		}
+		total, sent, _ := s.state()
+		var tick <-chan time.Time
+		if total == sent {
+			s.wakeWhen(total + 1)
+		} else {
+			s.wakeWhen(sent + int64(o.MaxBatchBytes))
+			timer.Reset(max(0, o.Interval-time.Since(lastSend)))
+			tick = timer.C
 		}
 		select {
 		case <-ctx.Done():
-			return sh.stats, fmt.Errorf("shipping logs: %w (%d bytes not delivered)", ctx.Err(), total-sent)
-		case <-tick.C:
+			return sh.done(), fmt.Errorf("shipping logs: %w (%d bytes not delivered)", ctx.Err(), total-sent)
+		case <-tick:
 		case <-s.notify:
 		}
 	}
 }
 
+// Deliver ships what is left of a spool a dead process left behind, from
+// its acknowledged offset (its log is complete by definition). StepName
+// defaults to the spool's. The spool is returned for its Completion and
+// Remove; it stays on disk whatever happens.
+func Deliver(ctx context.Context, dir string, o ShipOptions) (*Spool, Stats, error) {
+	s, err := Open(dir)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	if o.StepName == "" {
+		o.StepName = s.meta.StepName
+	}
+	st, err := Ship(ctx, s, o)
+	return s, st, err
+}
+
 type shipper struct {
-	s      *Spool
-	o      ShipOptions
-	f      *os.File
+	s *Spool
+	o ShipOptions
+	f *os.File
+	// buf[:n] is the file from offset off (the acknowledged offset) on:
+	// a window one batch and one record long, slid as batches go out, so
+	// nothing is read twice.
 	buf    []byte
+	n      int
+	off    int64
+	recs   [][]byte
 	prefix []byte
-	body   bytes.Buffer
+	body   []byte
 	stats  Stats
 }
 
-// drain sends every whole record in the file past the acknowledged offset.
-func (sh *shipper) drain(ctx context.Context) error {
-	if sh.f == nil {
+func (sh *shipper) done() Stats {
+	total, sent, _ := sh.s.state()
+	sh.stats.Lag = total - sent
+	return sh.stats
+}
+
+// fill tops the window up from the file.
+func (sh *shipper) fill() error {
+	if sh.f == nil || sh.n == len(sh.buf) {
 		return nil
 	}
+	m, err := sh.f.ReadAt(sh.buf[sh.n:], sh.off+int64(sh.n))
+	sh.n += m
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("reading spool: %w", err)
+	}
+	return nil
+}
+
+// consume drops k bytes from the front of the window.
+func (sh *shipper) consume(k int) {
+	sh.n = copy(sh.buf, sh.buf[k:sh.n])
+	sh.off += int64(k)
+}
+
+// drain sends every full batch in the file past the acknowledged offset,
+// and the last partial one too when partial is set.
+func (sh *shipper) drain(ctx context.Context, partial bool) (sentAny bool, err error) {
 	for {
-		_, sent, _ := sh.s.state()
-		n, err := sh.f.ReadAt(sh.buf, sent)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("reading spool: %w", err)
+		if err := sh.fill(); err != nil {
+			return sentAny, err
 		}
-		recs := wholeRecords(sh.buf[:n], sh.o.MaxBatchBytes)
-		if len(recs) == 0 {
-			return nil
+		size, full := sh.batch()
+		if size == 0 {
+			if sh.n == len(sh.buf) {
+				// No record is this long; only damage to the file does this.
+				if err := sh.skipDamaged(); err != nil {
+					return sentAny, err
+				}
+				continue
+			}
+			return sentAny, nil
 		}
-		size := 0
-		for _, r := range recs {
-			size += len(r) + 1
+		if !full && !partial {
+			return sentAny, nil
 		}
-		if err := sh.send(ctx, recs); err != nil {
-			return err
+		if err := sh.send(ctx, sh.recs, sh.off); err != nil {
+			return sentAny, err
 		}
-		if err := sh.s.ack(sent + int64(size)); err != nil {
-			return fmt.Errorf("recording shipped offset: %w", err)
-		}
+		sentAny = true
+		sh.consume(size)
 	}
 }
 
-// wholeRecords splits data into complete records (without '\n'), up to
-// max bytes but always at least one.
-func wholeRecords(data []byte, max int) [][]byte {
-	var recs [][]byte
-	size := 0
-	for len(data) > 0 {
-		i := bytes.IndexByte(data, '\n')
-		if i < 0 || (len(recs) > 0 && size+i+1 > max) {
+// batch collects into sh.recs the whole records at the front of the
+// window that fit in one body of MaxBatchBytes (at least one), and returns
+// their size with newlines and whether the batch is full.
+func (sh *shipper) batch() (size int, full bool) {
+	// body = prefix + records + (k-1) commas + "]}", and size counts a
+	// newline per record, so this keeps the body within MaxBatchBytes.
+	limit := sh.o.MaxBatchBytes - len(sh.prefix) - 1
+	sh.recs = sh.recs[:0]
+	data := sh.buf[:sh.n]
+	for {
+		i := bytes.IndexByte(data[size:], '\n')
+		if i < 0 {
+			return size, false
+		}
+		if len(sh.recs) > 0 && size+i+1 > limit {
+			return size, true
+		}
+		sh.recs = append(sh.recs, data[size:size+i])
+		size += i + 1
+	}
+}
+
+// skipDamaged drops bytes up to the next newline: a record too long to be
+// one the spool wrote, so it cannot be sent whole.
+func (sh *shipper) skipDamaged() error {
+	skipped := 0
+	for {
+		if i := bytes.IndexByte(sh.buf[:sh.n], '\n'); i >= 0 {
+			sh.consume(i + 1)
+			skipped += i + 1
 			break
 		}
-		recs = append(recs, data[:i])
-		size += i + 1
-		data = data[i+1:]
+		if sh.n == 0 {
+			break
+		}
+		skipped += sh.n
+		sh.consume(sh.n)
+		if err := sh.fill(); err != nil {
+			return err
+		}
 	}
-	return recs
+	sh.stats.Dropped++
+	sh.o.Logger.Error("dropping a damaged log record", "bytes", skipped)
+	sh.ack(sh.off)
+	return nil
 }
 
-// send delivers recs, retrying transient failures until ctx ends. A body
-// the server refuses for good is split until the refused record is alone;
-// that record is dropped and counted.
-func (sh *shipper) send(ctx context.Context, recs [][]byte) error {
-	sh.body.Reset()
-	sh.body.Write(sh.prefix)
+// ack persists the acknowledged offset; failing to is logged, not fatal:
+// the lines are delivered, and a lost offset only means duplicates later.
+func (sh *shipper) ack(off int64) {
+	if err := sh.s.ack(off); err != nil {
+		sh.o.Logger.Warn("recording shipped log offset", "error", err.Error())
+	}
+}
+
+// send delivers recs, which start at file offset off, retrying transient
+// failures until ctx ends. A body the server refuses for good is split
+// until the refused record is alone; that record is dropped and counted.
+// The offset is acknowledged after each accepted body, so that a stop
+// half way through a split repeats as little as possible.
+func (sh *shipper) send(ctx context.Context, recs [][]byte, off int64) error {
+	size := 0
+	b := append(sh.body[:0], sh.prefix...)
 	for i, r := range recs {
 		if i > 0 {
-			sh.body.WriteByte(',')
+			b = append(b, ',')
 		}
-		sh.body.Write(r)
+		b = append(b, r...)
+		size += len(r) + 1
 	}
-	sh.body.WriteString("]}")
+	b = append(b, "]}"...)
+	sh.body = b
 	delay := sh.o.RetryInitial
 	for {
-		err := sh.o.Send(ctx, sh.body.Bytes())
+		err := sh.o.Send(ctx, b)
 		if err == nil {
 			sh.stats.Batches++
 			sh.stats.Lines += int64(len(recs))
-			for _, r := range recs {
-				sh.stats.Bytes += int64(len(r))
-			}
+			sh.stats.Bytes += int64(size - len(recs))
+			sh.ack(off + int64(size))
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("shipping logs: %w", err)
+			return fmt.Errorf("shipping logs: %w (last send: %w)", ctx.Err(), err)
 		}
 		if sh.o.Permanent(err) {
 			if len(recs) == 1 {
 				sh.stats.Dropped++
 				sh.o.Logger.Error("server refused a log line; dropping it", "error", err.Error(), "bytes", len(recs[0]))
+				sh.ack(off + int64(size))
 				return nil
 			}
 			half := len(recs) / 2
-			if err := sh.send(ctx, recs[:half]); err != nil {
+			if err := sh.send(ctx, recs[:half], off); err != nil {
 				return err
 			}
-			return sh.send(ctx, recs[half:])
+			first := 0
+			for _, r := range recs[:half] {
+				first += len(r) + 1
+			}
+			return sh.send(ctx, recs[half:], off+int64(first))
 		}
 		sh.stats.Retries++
 		sh.o.Logger.Warn("sending logs failed; retrying", "in", delay, "error", err.Error())
@@ -218,7 +337,7 @@ func (sh *shipper) send(ctx context.Context, recs [][]byte) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("shipping logs: %w", err)
+			return fmt.Errorf("shipping logs: %w (last send: %w)", ctx.Err(), err)
 		case <-t.C:
 		}
 		delay = min(delay*2, sh.o.RetryMax)

@@ -2,9 +2,11 @@ package logstream
 
 import (
 	"bufio"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Spool files.
@@ -21,6 +24,22 @@ const (
 	sentFile       = "logs.sent"
 	completionFile = "complete.json"
 )
+
+const (
+	// writeBufferSize is how much Append buffers before writing to the file.
+	writeBufferSize = 64 << 10
+	// flushEvery bounds how long an appended line may sit in memory: what
+	// a crash can lose, and how stale the file can be for a reader.
+	flushEvery = 100 * time.Millisecond
+	// maxStreamBytes bounds the stream name, so one record stays bounded.
+	maxStreamBytes = 64
+	// tsLayout is RFC 3339 in UTC with a fixed nanosecond fraction, the
+	// form the server's own worker sends.
+	tsLayout = "2006-01-02T15:04:05.000000000Z"
+)
+
+// ErrClosed is returned by Append after Close.
+var ErrClosed = errors.New("spool is closed")
 
 // Meta identifies the step a spool belongs to.
 type Meta struct {
@@ -36,27 +55,59 @@ type Spool struct {
 	dir  string
 	meta Meta
 
-	mu     sync.Mutex
-	f      *os.File // logs.jsonl, append side
-	w      *bufio.Writer
-	total  int64 // bytes appended (written or buffered)
-	sent   int64 // bytes the server acknowledged
-	closed bool
-	lines  int64
-	enc    []byte // record encoding scratch, under mu
-	err    error  // first write error, reported by Close
+	mu       sync.Mutex
+	f        *os.File // logs.jsonl, append side; nil once closed
+	w        *bufio.Writer
+	total    int64 // record bytes appended (written or buffered)
+	sent     int64 // record bytes the server acknowledged
+	lines    int64 // lines appended
+	text     int64 // line bytes appended (before encoding)
+	closed   bool
+	err      error  // first write error; sticky, as bufio's is
+	enc      []byte // record encoding scratch
+	tsSec    int64  // the second tsPrefix was formatted for
+	tsPrefix []byte // `{"ts":"2006-01-02T15:04:05.` of tsSec
+	flush    *time.Timer
+	armed    bool // flush is pending
 
-	// notify wakes the shipper: a full batch is waiting, or the log closed.
+	// wakeAt is the appended size at which Append wakes the shipper; the
+	// shipper sets it (any new data when idle, a full batch otherwise), so
+	// an Append costs one comparison and never a channel send per line.
+	wakeAt int64
 	notify chan struct{}
-	// batchHint is the backlog at which Append wakes the shipper early.
-	batchHint int64
 }
 
-// Create makes a new spool for a step at root/key (0700, files 0600).
-// key must be a single safe path element.
+// Key is a spool key for a step: the job id (already a UUID, escaped if
+// not path-safe) and the hex of the step name, which may hold any
+// character ("process[0]", "/", "..").
+func Key(jobID, stepName string) string {
+	if !safeName(jobID) {
+		jobID = hex.EncodeToString([]byte(jobID))
+	}
+	return jobID + "_" + hex.EncodeToString([]byte(stepName))
+}
+
+// safeName reports whether key is one harmless path element.
+func safeName(key string) bool {
+	if key == "" || key == "." || key == ".." || len(key) > 200 {
+		return false
+	}
+	for _, c := range []byte(key) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Create makes a new spool for a step at root/key (directories 0700,
+// files 0600: logs may hold secrets the redactor missed). key must be a
+// path-safe name such as Key returns. A spool of the same key left by an
+// earlier attempt of the step is replaced whole.
 func Create(root, key string, meta Meta) (*Spool, error) {
-	if key == "" || strings.ContainsAny(key, `/\`) || key == "." || key == ".." {
-		return nil, fmt.Errorf("creating spool: bad key %q", key)
+	if !safeName(key) {
+		return nil, fmt.Errorf("creating spool: unsafe key %q", key)
 	}
 	dir := filepath.Join(root, key)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -65,7 +116,12 @@ func Create(root, key string, meta Meta) (*Spool, error) {
 	if meta.Created.IsZero() {
 		meta.Created = time.Now().UTC()
 	}
-	data, _ := json.Marshal(meta)
+	data, err := json.Marshal(meta)
+	if err != nil {
+		return nil, fmt.Errorf("creating spool: %w", err)
+	}
+	os.Remove(filepath.Join(dir, sentFile))
+	os.Remove(filepath.Join(dir, completionFile))
 	if err := writeAtomic(filepath.Join(dir, metaFile), data); err != nil {
 		return nil, fmt.Errorf("creating spool: %w", err)
 	}
@@ -73,21 +129,21 @@ func Create(root, key string, meta Meta) (*Spool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating spool: %w", err)
 	}
-	// A spool of this key left by an earlier attempt is replaced whole.
-	os.Remove(filepath.Join(dir, sentFile))
-	os.Remove(filepath.Join(dir, completionFile))
-	return &Spool{dir: dir, meta: meta, f: f, w: bufio.NewWriterSize(f, 64<<10),
-		notify: make(chan struct{}, 1), batchHint: DefaultMaxBatchBytes}, nil
+	s := &Spool{dir: dir, meta: meta, f: f, w: bufio.NewWriterSize(f, writeBufferSize),
+		notify: make(chan struct{}, 1), wakeAt: 1}
+	s.flush = time.AfterFunc(time.Hour, s.timedFlush)
+	s.flush.Stop()
+	return s, nil
 }
 
 // Open opens a spool left on disk by another process. Its log is complete:
-// nothing more is appended.
+// nothing more is appended, and shipping resumes at the acknowledged offset.
 func Open(dir string) (*Spool, error) {
 	data, err := os.ReadFile(filepath.Join(dir, metaFile))
 	if err != nil {
 		return nil, fmt.Errorf("opening spool: %w", err)
 	}
-	s := &Spool{dir: dir, closed: true, notify: make(chan struct{}, 1)}
+	s := &Spool{dir: dir, closed: true, notify: make(chan struct{}, 1), wakeAt: math.MaxInt64}
 	if err := json.Unmarshal(data, &s.meta); err != nil {
 		return nil, fmt.Errorf("opening spool %s: meta.json: %w", dir, err)
 	}
@@ -100,6 +156,7 @@ func Open(dir string) (*Spool, error) {
 		return nil, fmt.Errorf("opening spool: %w", err)
 	}
 	if data, err := os.ReadFile(filepath.Join(dir, sentFile)); err == nil {
+		// A damaged offset restarts from 0: duplicates rather than loss.
 		n, perr := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
 		if perr == nil && n >= 0 && n <= s.total {
 			s.sent = n
@@ -108,11 +165,12 @@ func Open(dir string) (*Spool, error) {
 	return s, nil
 }
 
-// Pending lists the spool directories under root, oldest first.
+// Pending lists the spool directories under root, oldest first. Every
+// spool on disk is undelivered: Remove deletes it once it is delivered.
 func Pending(root string) ([]string, error) {
 	entries, err := os.ReadDir(root)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listing spools: %w", err)
 	}
 	type item struct {
 		dir string
@@ -124,13 +182,19 @@ func Pending(root string) ([]string, error) {
 			continue
 		}
 		dir := filepath.Join(root, e.Name())
+		// meta.json is written once, at creation: its time is the spool's age.
 		info, err := os.Stat(filepath.Join(dir, metaFile))
 		if err != nil {
 			continue
 		}
 		items = append(items, item{dir, info.ModTime()})
 	}
-	slices.SortFunc(items, func(a, b item) int { return a.t.Compare(b.t) })
+	slices.SortFunc(items, func(a, b item) int {
+		if c := a.t.Compare(b.t); c != 0 {
+			return c
+		}
+		return strings.Compare(a.dir, b.dir)
+	})
 	out := make([]string, len(items))
 	for i, it := range items {
 		out[i] = it.dir
@@ -144,37 +208,85 @@ func (s *Spool) Dir() string { return s.dir }
 // Meta is the step the spool belongs to.
 func (s *Spool) Meta() Meta { return s.meta }
 
-// tsLayout is RFC 3339 in UTC with a fixed nanosecond fraction.
-const tsLayout = "2006-01-02T15:04:05.000000000Z"
-
-// Append adds one line. line must be valid UTF-8 (ReadLines guarantees it).
+// Append adds one line of stream ("stdout" or "stderr") read at ts. A
+// line longer than MaxLineBytes becomes several records, so that a record
+// is always small enough for one request. Invalid UTF-8 is replaced.
 func (s *Spool) Append(stream string, ts time.Time, line []byte) error {
+	if len(stream) > maxStreamBytes {
+		return fmt.Errorf("appending to spool: stream name of %d bytes", len(stream))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return errors.New("appending to a closed spool")
+		return ErrClosed
 	}
-	b := s.enc[:0]
-	b = append(b, `{"ts":"`...)
-	b = ts.UTC().AppendFormat(b, tsLayout)
-	b = append(b, `","stream":"`...)
-	b = append(b, stream...)
-	b = append(b, `","line":`...)
+	if s.err != nil {
+		return s.err
+	}
+	s.lines++
+	s.text += int64(len(line))
+	for {
+		piece := line
+		if len(piece) > MaxLineBytes {
+			piece = line[:runeCut(line, MaxLineBytes)]
+		}
+		if err := s.appendRecord(stream, ts, piece); err != nil {
+			return err
+		}
+		line = line[len(piece):]
+		if len(line) == 0 {
+			return nil
+		}
+	}
+}
+
+func (s *Spool) appendRecord(stream string, ts time.Time, line []byte) error {
+	t := ts.UTC()
+	// Formatting a time is the costliest part of a record; the part up to
+	// the second changes once a second, so only the fraction is per line.
+	if sec := t.Unix(); sec != s.tsSec || s.tsPrefix == nil {
+		s.tsPrefix = t.AppendFormat(append(s.tsPrefix[:0], `{"ts":"`...), tsLayout[:20])
+		s.tsSec = sec
+	}
+	b := append(s.enc[:0], s.tsPrefix...)
+	b = appendNanos(b, t.Nanosecond())
+	switch stream {
+	case "stdout", "stderr":
+		b = append(b, `Z","stream":"`...)
+		b = append(b, stream...)
+		b = append(b, `","line":`...)
+	default:
+		b = append(b, `Z","stream":`...)
+		b = appendJSONString(b, []byte(stream))
+		b = append(b, `,"line":`...)
+	}
 	b = appendJSONString(b, line)
 	b = append(b, "}\n"...)
 	s.enc = b
 	if _, err := s.w.Write(b); err != nil {
-		if s.err == nil {
-			s.err = fmt.Errorf("writing spool: %w", err)
-		}
+		s.err = fmt.Errorf("writing spool: %w", err)
 		return s.err
 	}
 	s.total += int64(len(b))
-	s.lines++
-	if s.total-s.sent >= s.batchHint {
+	if !s.armed && s.w.Buffered() > 0 {
+		s.armed = true
+		s.flush.Reset(flushEvery)
+	}
+	if s.total >= s.wakeAt {
+		s.wakeAt = math.MaxInt64
 		s.wake()
 	}
 	return nil
+}
+
+// appendNanos appends ns as exactly nine digits.
+func appendNanos(b []byte, ns int) []byte {
+	var d [9]byte
+	for i := 8; i >= 0; i-- {
+		d[i] = byte('0' + ns%10)
+		ns /= 10
+	}
+	return append(b, d[:]...)
 }
 
 func (s *Spool) wake() {
@@ -184,7 +296,16 @@ func (s *Spool) wake() {
 	}
 }
 
-// Flush writes buffered records to the file, for the shipper to read.
+// timedFlush runs flushEvery after the first buffered line.
+func (s *Spool) timedFlush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.armed = false
+	s.flushLocked()
+}
+
+// Flush writes buffered records to the file, for a reader of the file.
+// It returns the first write error, if any.
 func (s *Spool) Flush() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -192,8 +313,8 @@ func (s *Spool) Flush() error {
 }
 
 func (s *Spool) flushLocked() error {
-	if s.w == nil {
-		return nil
+	if s.w == nil || s.f == nil {
+		return s.err
 	}
 	if err := s.w.Flush(); err != nil && s.err == nil {
 		s.err = fmt.Errorf("writing spool: %w", err)
@@ -201,30 +322,53 @@ func (s *Spool) flushLocked() error {
 	return s.err
 }
 
-// Close ends the log: everything is flushed and the shipper finishes what
-// is left. It returns the first write error, if any.
+// Close ends the log: everything is flushed and synced, and the shipper
+// finishes what is left. It returns the first write error, if any.
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return s.err
 	}
-	s.closed = true
 	s.flushLocked()
+	s.closed = true
+	if s.flush != nil {
+		s.flush.Stop()
+	}
 	if s.f != nil {
+		// Synced once per step: the spool exists to survive a crash, and a
+		// completion saved after this must not outlive the lines before it.
+		if err := s.f.Sync(); err != nil && s.err == nil {
+			s.err = fmt.Errorf("syncing spool: %w", err)
+		}
 		if err := s.f.Close(); err != nil && s.err == nil {
 			s.err = fmt.Errorf("closing spool: %w", err)
 		}
+		s.f = nil
 	}
 	s.wake()
 	return s.err
 }
 
-// Lines and Bytes count what was appended.
+// Lines is how many lines were appended (a cut line counts once).
 func (s *Spool) Lines() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lines
+}
+
+// Bytes is how many bytes of line text were appended (before encoding).
+func (s *Spool) Bytes() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.text
+}
+
+// Lag is how many record bytes the server has not acknowledged yet.
+func (s *Spool) Lag() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total - s.sent
 }
 
 // state returns the appended size, acknowledged offset and closed flag.
@@ -234,17 +378,37 @@ func (s *Spool) state() (total, sent int64, closed bool) {
 	return s.total, s.sent, s.closed
 }
 
-// ack records that the server has everything before off.
-func (s *Spool) ack(off int64) error {
+// wakeWhen asks Append to wake the shipper once total reaches at, and
+// wakes it now if that is already so (or the log is closed), so that no
+// notification can fall between the shipper's look and its wait.
+func (s *Spool) wakeWhen(at int64) {
 	s.mu.Lock()
-	s.sent = off
-	s.mu.Unlock()
-	return writeAtomic(filepath.Join(s.dir, sentFile), []byte(strconv.FormatInt(off, 10)))
+	defer s.mu.Unlock()
+	s.wakeAt = at
+	// After a write error total counts bytes that never reached the file;
+	// waking for them would spin until Close.
+	if s.closed || (s.err == nil && s.total >= at) {
+		s.wake()
+	}
 }
 
-// SaveCompletion stores the step's completion body.
+// ack records that the server has everything before off. The offset is
+// kept in memory even if the file cannot be written: the cost of a lost
+// offset is duplicates after a crash, never loss.
+func (s *Spool) ack(off int64) error {
+	s.mu.Lock()
+	s.sent = max(s.sent, off)
+	s.mu.Unlock()
+	return writeAtomic(filepath.Join(s.dir, sentFile), strconv.AppendInt(nil, off, 10))
+}
+
+// SaveCompletion stores the step's completion body, so that a process
+// dying before it is delivered leaves it for the next one.
 func (s *Spool) SaveCompletion(body []byte) error {
-	return writeAtomic(filepath.Join(s.dir, completionFile), body)
+	if err := writeAtomic(filepath.Join(s.dir, completionFile), body); err != nil {
+		return fmt.Errorf("saving completion: %w", err)
+	}
+	return nil
 }
 
 // Completion returns the saved completion body, if any.
@@ -272,31 +436,55 @@ func writeAtomic(path string, data []byte) error {
 	return os.Rename(tmp, path)
 }
 
-// appendJSONString appends s as a JSON string. s is valid UTF-8; only
-// quotes, backslashes and control characters need escaping.
+// jsonSafe marks the ASCII bytes that go into a JSON string as they are.
+var jsonSafe = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// appendJSONString appends s as a JSON string. Only quotes, backslashes
+// and control characters need escaping; invalid UTF-8 (which ReadLines
+// never gives, but a caller might) becomes \ufffd, because one invalid
+// byte would make the server refuse the whole batch.
 func appendJSONString(b, s []byte) []byte {
-	const hex = "0123456789abcdef"
+	const hexDigits = "0123456789abcdef"
 	b = append(b, '"')
 	start := 0
-	for i := 0; i < len(s); i++ {
+	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
+		if c < utf8.RuneSelf {
+			if jsonSafe[c] {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
 			continue
 		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
 		}
-		start = i + 1
+		i += size
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
