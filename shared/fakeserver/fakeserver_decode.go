@@ -20,8 +20,7 @@ const (
 	kStringList      // Vec<String>
 	kBool
 	kInt32
-	kAny      // serde_json::Value
-	kLogLines // Vec<{ts, stream, line}>
+	kAny // serde_json::Value
 )
 
 // field describes one field of a request struct, the way serde sees it:
@@ -111,8 +110,6 @@ func (k kind) String() string {
 		return "a boolean"
 	case kInt32:
 		return "i32"
-	case kLogLines:
-		return "a sequence of log lines {ts, stream, line}"
 	}
 	return "any value"
 }
@@ -141,23 +138,6 @@ func (k kind) fits(raw json.RawMessage) bool {
 	case kInt32:
 		var n int32
 		return json.Unmarshal(raw, &n) == nil
-	case kLogLines:
-		var elems []map[string]json.RawMessage
-		if raw[0] != '[' || json.Unmarshal(raw, &elems) != nil {
-			return false
-		}
-		// §1.8: each entry needs string ts, stream and line.
-		for _, e := range elems {
-			if e == nil {
-				return false
-			}
-			for _, name := range []string{"ts", "stream", "line"} {
-				if (field{name: name, kind: kString, required: true}).check(e) != "" {
-					return false
-				}
-			}
-		}
-		return true
 	}
 	return true
 }

@@ -62,17 +62,17 @@ func TestRecordEncoding(t *testing.T) {
 		line   string
 		want   api.LogLine
 	}{
-		{"plain", "stdout", ts, "Hello Alice!", api.LogLine{"2026-03-01T10:00:00.123456789Z", "stdout", "Hello Alice!"}},
-		{"quotes and backslashes", "stderr", ts, `say "hi" \ C:\dir`, api.LogLine{"2026-03-01T10:00:00.123456789Z", "stderr", `say "hi" \ C:\dir`}},
-		{"control chars", "stdout", ts, "tab\tnl\ncr\rnul\x00esc\x1b\x1f\x7f", api.LogLine{"2026-03-01T10:00:00.123456789Z", "stdout", "tab\tnl\ncr\rnul\x00esc\x1b\x1f\x7f"}},
-		{"line separators", "stdout", ts, "a\u2028b\u2029c", api.LogLine{"2026-03-01T10:00:00.123456789Z", "stdout", "a\u2028b\u2029c"}},
-		{"emoji and html", "stdout", ts, "🙂 <b>&amp;</b> ø", api.LogLine{"2026-03-01T10:00:00.123456789Z", "stdout", "🙂 <b>&amp;</b> ø"}},
-		{"empty", "stdout", ts, "", api.LogLine{"2026-03-01T10:00:00.123456789Z", "stdout", ""}},
-		{"invalid utf8 from a caller", "stdout", ts, "a\xffb", api.LogLine{"2026-03-01T10:00:00.123456789Z", "stdout", "a\uFFFDb"}},
-		{"whole second", "stdout", time.Date(2026, 3, 1, 10, 0, 1, 0, time.UTC), "x", api.LogLine{"2026-03-01T10:00:01.000000000Z", "stdout", "x"}},
-		{"one nanosecond", "stdout", time.Date(2026, 3, 1, 10, 0, 1, 1, time.UTC), "x", api.LogLine{"2026-03-01T10:00:01.000000001Z", "stdout", "x"}},
-		{"local time in UTC", "stdout", time.Date(2026, 3, 1, 11, 0, 0, 5e8, time.FixedZone("CET", 3600)), "x", api.LogLine{"2026-03-01T10:00:00.500000000Z", "stdout", "x"}},
-		{"odd stream name", `my"stream`, ts, "x", api.LogLine{"2026-03-01T10:00:00.123456789Z", `my"stream`, "x"}},
+		{"plain", "stdout", ts, "Hello Alice!", ll("2026-03-01T10:00:00.123456789Z", "stdout", "Hello Alice!")},
+		{"quotes and backslashes", "stderr", ts, `say "hi" \ C:\dir`, ll("2026-03-01T10:00:00.123456789Z", "stderr", `say "hi" \ C:\dir`)},
+		{"control chars", "stdout", ts, "tab\tnl\ncr\rnul\x00esc\x1b\x1f\x7f", ll("2026-03-01T10:00:00.123456789Z", "stdout", "tab\tnl\ncr\rnul\x00esc\x1b\x1f\x7f")},
+		{"line separators", "stdout", ts, "a\u2028b\u2029c", ll("2026-03-01T10:00:00.123456789Z", "stdout", "a\u2028b\u2029c")},
+		{"emoji and html", "stdout", ts, "🙂 <b>&amp;</b> ø", ll("2026-03-01T10:00:00.123456789Z", "stdout", "🙂 <b>&amp;</b> ø")},
+		{"empty", "stdout", ts, "", ll("2026-03-01T10:00:00.123456789Z", "stdout", "")},
+		{"invalid utf8 from a caller", "stdout", ts, "a\xffb", ll("2026-03-01T10:00:00.123456789Z", "stdout", "a\uFFFDb")},
+		{"whole second", "stdout", time.Date(2026, 3, 1, 10, 0, 1, 0, time.UTC), "x", ll("2026-03-01T10:00:01.000000000Z", "stdout", "x")},
+		{"one nanosecond", "stdout", time.Date(2026, 3, 1, 10, 0, 1, 1, time.UTC), "x", ll("2026-03-01T10:00:01.000000001Z", "stdout", "x")},
+		{"local time in UTC", "stdout", time.Date(2026, 3, 1, 11, 0, 0, 5e8, time.FixedZone("CET", 3600)), "x", ll("2026-03-01T10:00:00.500000000Z", "stdout", "x")},
+		{"odd stream name", `my"stream`, ts, "x", ll("2026-03-01T10:00:00.123456789Z", `my"stream`, "x")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -268,3 +268,5 @@ func TestPendingOldestFirst(t *testing.T) {
 		t.Errorf("Pending(missing) = %v, want ErrNotExist", err)
 	}
 }
+
+func ll(ts, stream, line string) api.LogLine { return api.LogLine{TS: ts, Stream: stream, Line: line} }
