@@ -2,7 +2,6 @@ package oneshot
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,11 +61,9 @@ const (
 	reasonDeadline
 )
 
-// SpoolKey names a step's spool: job id plus the hex of the step name, so
-// that any step name (spaces, slashes, "process[0]") is a safe file name.
-func SpoolKey(jobID, step string) string {
-	return jobID + "_" + hex.EncodeToString([]byte(step))
-}
+// SpoolKey names a step's spool (and its lock and step directory): any
+// step name, "process[0]" or one with slashes, makes a safe file name.
+func SpoolKey(jobID, step string) string { return logstream.Key(jobID, step) }
 
 // SpoolRoot is the directory holding the spools of a worker's steps.
 func SpoolRoot(cfg *config.Config) string { return filepath.Join(cfg.WorkspaceDir, "spool") }
