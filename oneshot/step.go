@@ -470,12 +470,19 @@ func (r *runner) reapRest(proc *process.Process, readersDone <-chan struct{}, ou
 }
 
 // pollCancelled asks the server every cancel_poll_interval whether the
-// job was cancelled (contract §6), first at once.
+// job was cancelled (contract §6). The first ask waits one interval: a
+// job cancelled before its step was claimed has its steps cancelled by
+// the server, and short steps then cost no extra request.
 func (r *runner) pollCancelled(ctx context.Context, jobID string, onCancel func(), log *slog.Logger) {
 	tick := time.NewTicker(r.cfg.CancelPollInterval())
 	defer tick.Stop()
 	client := r.client.WithRetry(api.Retry{Attempts: 1})
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 		cancelled, err := client.Cancelled(ctx, jobID)
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -484,11 +491,6 @@ func (r *runner) pollCancelled(ctx context.Context, jobID string, onCancel func(
 			log.Info("job cancelled; stopping the step")
 			onCancel()
 			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
 		}
 	}
 }
