@@ -172,9 +172,12 @@ func (r *runner) run(ctx context.Context, opts Options) (Outcome, error) {
 	reapDone := make(chan struct{})
 	go func() { defer close(reapDone); process.Reap(reapCtx, 5*time.Second) }()
 	defer func() { stopReap(); <-reapDone }()
-	// Results left behind by an earlier run go out before new work is taken.
-	if err := r.deliverPending(ctx); err != nil {
-		return Outcome{}, err
+	// Results left behind by an earlier run go out before new work is
+	// taken. Under a supervisor that is the supervisor's job.
+	if opts.SupervisorPID == 0 {
+		if err := r.deliverPending(ctx); err != nil {
+			return Outcome{}, err
+		}
 	}
 	id, fresh, err := r.identity(ctx, opts.WorkerID)
 	if err != nil {

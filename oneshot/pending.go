@@ -74,6 +74,10 @@ func DeliverSpool(ctx context.Context, root, dir string, client *api.Client, cau
 		return err
 	}
 	defer lock.release()
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		// Its owner delivered and removed it after the listing.
+		return nil
+	}
 	sp, err := logstream.Open(dir)
 	if err != nil {
 		return fmt.Errorf("opening spool: %w", err)
