@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -410,5 +411,59 @@ func TestNoWorkAndWait(t *testing.T) {
 	}
 	if n := len(e.srv.Workers()); n != 1 {
 		t.Errorf("%d worker rows after two runs, want 1", n)
+	}
+}
+
+// clock is a settable time source for the fake server's recovery rules.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestScaleToZero: a claim-and-run scheduled every 100 s (here on a fake
+// clock) keeps its persisted worker row active through the server's 120 s
+// heartbeat timeout, so ready steps are not failed for want of a worker;
+// without runs, the row goes inactive and they are (contract §8).
+func TestScaleToZero(t *testing.T) {
+	t.Parallel()
+	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	srv := fakeserver.New(fakeserver.Options{Now: clk.Now})
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	e := newEnv(t, map[string]string{"server_url": hs.URL})
+	e.srv = srv
+	ctx := ctxT(t)
+	for i := range 3 {
+		if i > 0 {
+			clk.Add(100 * time.Second)
+			srv.Sweep()
+		}
+		if _, err := e.run(ctx, oneshot.Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	workers := srv.Workers()
+	if len(workers) != 1 || workers[0].Status != fakeserver.WorkerActive {
+		t.Fatalf("after three runs 100 s apart: workers = %+v, want one active row", workers)
+	}
+	job := e.job(map[string]any{"script": "true"}, 0)
+	clk.Add(40 * time.Second) // older than the 30 s unmatched-step limit
+	srv.Sweep()
+	if st := e.step(job); st.Status != "ready" {
+		t.Fatalf("step with an active matching worker = %s %q, want still ready", st.Status, st.Error)
+	}
+	// No run for over 120 s: the row goes inactive and the next ready step
+	// is failed by the sweep.
+	clk.Add(130 * time.Second)
+	srv.Sweep()
+	if st := e.step(job); st.Status != "failed" || !strings.Contains(st.Error, "No active worker") {
+		t.Errorf("step after the worker went silent = %s %q, want failed for want of a worker", st.Status, st.Error)
 	}
 }
