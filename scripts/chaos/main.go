@@ -156,7 +156,9 @@ func main() {
 		for _, l := range srv.Logs(j) {
 			if n, err := strconv.Atoi(l.Line); err == nil {
 				seen[n]++
-				delivered++
+				if st.Status == "completed" {
+					delivered++
+				}
 			}
 		}
 		for _, c := range seen {
