@@ -9,12 +9,16 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -35,7 +39,7 @@ import (
 var (
 	quick    = flag.Bool("quick", false, "small sizes (CI)")
 	idleSecs = flag.Int("idle", 60, "seconds to watch an idle supervisor")
-	only     = flag.String("only", "", "comma-separated sections to run: steps,pickup,logs,idle,cancel,lines (default all)")
+	only     = flag.String("only", "", "comma-separated sections to run: lines,steps,pickup,logs,cancel,workspace,idle (default all)")
 )
 
 type row struct{ metric, value, baseline, target string }
@@ -73,6 +77,9 @@ func main() {
 	}
 	if want("cancel") {
 		b.cancel()
+	}
+	if want("workspace") {
+		b.workspace()
 	}
 	if want("idle") {
 		b.idle()
@@ -372,6 +379,55 @@ func (b *bench) cancel() {
 func stepLogged(s *fakeserver.Server, id string) bool {
 	st, _ := s.Step(id, "s")
 	return st.Starts > 0
+}
+
+// workspace: from the claim to the step's start report for a workspace of
+// 50 MB (200 files of pseudo-random bytes, so gzip cannot shrink it),
+// with a cold cache (download and extract) and a warm one (same revision).
+func (b *bench) workspace() {
+	mb := 50
+	if *quick {
+		mb = 5
+	}
+	fmt.Fprintf(os.Stderr, "workspace: %d MB tarball, cold and warm cache\n", mb)
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	rng := rand.New(rand.NewPCG(1, 2))
+	chunk := make([]byte, mb<<20/200)
+	for i := range 200 {
+		for j := 0; j+8 <= len(chunk); j += 8 {
+			binary.LittleEndian.PutUint64(chunk[j:], rng.Uint64())
+		}
+		check(tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("data/f%03d.bin", i), Mode: 0o644, Size: int64(len(chunk)), Typeflag: tar.TypeReg}))
+		_, err := tw.Write(chunk)
+		check(err)
+	}
+	check(tw.Close())
+	check(zw.Close())
+	s := b.server()
+	defer s.close()
+	rev := s.AddWorkspace(fakeserver.DefaultWorkspace, "", buf.Bytes())
+	env := b.env(s)
+	var got []time.Duration
+	for range 2 {
+		id := s.AddJob(fakeserver.JobSpec{TaskName: "ws", Steps: []fakeserver.StepSpec{{StepName: "s", ActionSpec: script("true"), Revision: rev}}})
+		cmd := exec.Command(b.bin, "claim-and-run")
+		cmd.Env, cmd.Dir, cmd.Stderr = env, b.dir, os.Stderr
+		check(cmd.Run())
+		var claimed, started time.Time
+		for _, r := range s.Requests() {
+			switch {
+			case r.Path == "/worker/jobs/claim" && r.Status == http.StatusOK:
+				claimed = r.Time
+			case strings.HasSuffix(r.Path, "/steps/s/start") && strings.Contains(r.Path, id):
+				started = r.Time
+			}
+		}
+		got = append(got, started.Sub(claimed))
+	}
+	add(fmt.Sprintf("claim → step start, %d MB workspace: cold / warm cache", mb),
+		fmt.Sprintf("%d / %d ms", got[0].Milliseconds(), got[1].Milliseconds()), "-", "-")
 }
 
 // idle: CPU and RSS of an idle supervisor over idleSecs.
