@@ -427,7 +427,7 @@ func (b *bench) workspace() {
 		got = append(got, started.Sub(claimed))
 	}
 	add(fmt.Sprintf("claim → step start, %d MB workspace: cold / warm cache", mb),
-		fmt.Sprintf("%d / %d ms", got[0].Milliseconds(), got[1].Milliseconds()), "-", "-")
+		fmt.Sprintf("%.1f / %.1f ms", float64(got[0].Microseconds())/1000, float64(got[1].Microseconds())/1000), "-", "-")
 }
 
 // idle: CPU and RSS of an idle supervisor over idleSecs.
