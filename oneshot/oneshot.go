@@ -121,7 +121,8 @@ func (r *runner) workspaces() *workspace.Cache {
 	return &workspace.Cache{
 		Root: filepath.Join(r.cfg.WorkspaceDir, "workspaces"),
 		Fetch: func(ctx context.Context, ws, rev, etag string) (workspace.Tarball, error) {
-			tb, err := r.client.Workspace(ctx, ws, rev, etag)
+			tb, err := r.client.WithRetry(api.Retry{Initial: 500 * time.Millisecond, Max: 10 * time.Second}).
+				Workspace(ctx, ws, rev, etag)
 			return workspace.Tarball{Body: tb.Body, Revision: tb.Revision, NotModified: tb.NotModified}, err
 		},
 		MaxRetained: r.cfg.MaxRetainedRevisions,

@@ -187,7 +187,11 @@ func (r *runner) execute(ctx context.Context, workerID string, step *api.Step, s
 	}
 	workDir := r.cfg.WorkspaceDir
 	if step.Workspace != "" {
-		co, err := r.workspaces().Get(ctx, step.Workspace, step.Revision)
+		// Transient failures (a restarting server, 503s) are retried for as
+		// long as a result would be; only a lasting failure fails the step.
+		wctx, cancel := context.WithTimeout(ctx, r.cfg.DeliveryTimeout())
+		co, err := r.workspaces().Get(wctx, step.Workspace, step.Revision)
+		cancel()
 		if err != nil {
 			// No start report: the server's own worker sends none either.
 			return fail("Failed to download workspace: " + err.Error())
