@@ -4,9 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"unicode/utf8"
 )
 
 // handleStart is POST /worker/jobs/{id}/steps/{step}/start (§1.6):
@@ -145,17 +143,8 @@ type logsProbe struct {
 // decodeLogs is decodeJSON for the logs endpoint, with the same answers:
 // 415, 413, 400 for syntax, 422 for shape.
 func decodeLogs(w http.ResponseWriter, r *http.Request, dst *logsRequest) bool {
-	if !jsonContentType(r.Header.Get("Content-Type")) {
-		writePlain(w, http.StatusUnsupportedMediaType, "Expected request with `Content-Type: application/json`")
-		return false
-	}
-	body, _ := io.ReadAll(r.Body)
-	if len(body) > maxJSONBody {
-		writePlain(w, http.StatusRequestEntityTooLarge, "Failed to buffer the request body: length limit exceeded")
-		return false
-	}
-	if !utf8.Valid(body) || hasLoneSurrogate(body) {
-		writePlain(w, http.StatusBadRequest, "Failed to parse the request body as JSON: syntax error")
+	body, ok := readJSONBody(w, r)
+	if !ok {
 		return false
 	}
 	var p logsProbe
