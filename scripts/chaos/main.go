@@ -209,7 +209,7 @@ func main() {
 	}
 	left := marked(mark)
 	fmt.Printf("| Chaos run (%d steps × %d lines, %v) | Result |\n|---|---|\n", *steps, *lines, took.Round(time.Second))
-	fmt.Printf("| steps completed / failed (killed workers) / stuck | %d / %d / %d |\n", completed, failed, stuck)
+	fmt.Printf("| steps completed / failed / stuck | %d / %d / %d |\n", completed, failed, stuck)
 	fmt.Printf("| of the failed: claimed by the killed supervisor, failed by server recovery | %d |\n", recovered)
 	fmt.Printf("| lines delivered / expected from completed steps | %d / %d |\n", delivered, completed**lines)
 	fmt.Printf("| lines missing from completed steps | %d |\n", missing)
