@@ -207,6 +207,19 @@ func (s *supervisor) registerUntil(ctx context.Context) error {
 }
 
 // heartbeatLoop beats at once and then every interval until ctx ends.
+// retryPending delivers spools left undelivered (a child that gave up, a
+// server that was down), a slice of time per heartbeat so that beats are
+// never held up for long; delivery resumes where it stopped.
+func (s *supervisor) retryPending(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatInterval()/2)
+	defer cancel()
+	if n, err := oneshot.DeliverPending(ctx, oneshot.SpoolRoot(s.cfg), s.client, s.log, "its worker process ended without reporting it"); err != nil {
+		s.log.Warn("delivering pending results", "error", err.Error())
+	} else if n > 0 {
+		s.log.Info("delivered pending results", "steps", n)
+	}
+}
+
 func (s *supervisor) heartbeatLoop(ctx context.Context) {
 	tick := time.NewTicker(s.cfg.HeartbeatInterval())
 	defer tick.Stop()
@@ -216,6 +229,7 @@ func (s *supervisor) heartbeatLoop(ctx context.Context) {
 		case err == nil:
 			s.contact()
 			s.metrics.lastHeartbeat.Store(time.Now().UnixNano())
+			s.retryPending(ctx)
 		case ctx.Err() == nil:
 			s.metrics.heartbeatFailures.Inc()
 			s.log.Warn("heartbeat failed", "error", err.Error())

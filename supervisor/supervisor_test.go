@@ -478,3 +478,38 @@ func TestSupervisorDeathDoesNotFailSteps(t *testing.T) {
 		t.Fatalf("step after supervisor death = %+v: %v", st, err)
 	}
 }
+
+// TestUndeliveredResultIsRetried: the server is down when a step ends;
+// its child gives up (delivery_timeout_secs 1) and leaves the spool; once
+// the server is back, the supervisor delivers logs and result.
+func TestUndeliveredResultIsRetried(t *testing.T) {
+	h := newHarness(t, map[string]string{"delivery_timeout_secs": "1", "heartbeat_interval_secs": "1"})
+	h.start()
+	dir := t.TempDir()
+	job := h.srv.AddJob(scriptJob("late", fmt.Sprintf("echo one; while [ ! -e %s/go ]; do sleep 0.02; done; echo two", dir)))
+	h.waitFor("step logged", func(s *fakeserver.Server) bool { return len(s.Logs(job)) > 0 })
+	h.srv.Down(true)
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The child gives up once its delivery time is over; wait for its spool
+	// to be all that is left of it.
+	spool := filepath.Join(h.cfg.WorkspaceDir, "spool")
+	h.waitFor("the child to give up", func(*fakeserver.Server) bool { return len(childrenOf(os.Getpid())) == 0 })
+	if entries, _ := os.ReadDir(spool); len(entries) == 0 {
+		t.Fatal("no spool left behind by the child that could not deliver")
+	}
+	h.srv.Down(false)
+	h.waitFor("step completed", func(s *fakeserver.Server) bool { return status(s, job) == "completed" })
+	var lines []string
+	for _, l := range h.srv.Logs(job) {
+		lines = append(lines, l.Line)
+	}
+	if strings.Join(lines, ",") != "one,two" {
+		t.Errorf("lines = %v, want one,two", lines)
+	}
+	h.signal()
+	if err := h.wait(); err != nil {
+		t.Errorf("Run() = %v", err)
+	}
+}
