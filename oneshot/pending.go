@@ -98,7 +98,15 @@ func DeliverSpool(ctx context.Context, root, dir string, client *api.Client, cau
 			msg := DiedMessage(meta.StepName, cause)
 			body, _ = json.Marshal(api.CompleteRequest{ExitCode: -1, Error: &msg})
 		}
-		if err := client.CompleteRaw(ctx, meta.JobID, meta.StepName, body); err != nil {
+		err := client.CompleteRaw(ctx, meta.JobID, meta.StepName, body)
+		switch {
+		case err == nil:
+		case api.IsPermanent(err):
+			// The server will never take it (a 4xx other than 401, 408,
+			// 429): keeping the spool would retry it on every run forever.
+			sp.Remove()
+			return fmt.Errorf("result of %s/%s refused for good, spool removed: %w", meta.JobID, meta.StepName, err)
+		default:
 			return fmt.Errorf("delivering result of %s/%s: %w", meta.JobID, meta.StepName, err)
 		}
 	}
