@@ -220,11 +220,33 @@ func (s *supervisor) retryPending(ctx context.Context) {
 	}
 }
 
+// childIDs are the worker ids of running children other than the current one.
+func (s *supervisor) childIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]bool{s.workerID: true}
+	var ids []string
+	for c := range s.children {
+		if !seen[c.workerID] {
+			seen[c.workerID] = true
+			ids = append(ids, c.workerID)
+		}
+	}
+	return ids
+}
+
 func (s *supervisor) heartbeatLoop(ctx context.Context) {
 	tick := time.NewTicker(s.cfg.HeartbeatInterval())
 	defer tick.Stop()
 	for {
 		err := s.client.Heartbeat(ctx, s.id())
+		// Steps claimed under an earlier registration still run under that
+		// id; without its heartbeats the server would fail them (§8).
+		for _, id := range s.childIDs() {
+			if herr := s.client.Heartbeat(ctx, id); herr != nil && err == nil {
+				err = herr
+			}
+		}
 		switch {
 		case err == nil:
 			s.contact()

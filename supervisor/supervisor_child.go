@@ -21,10 +21,13 @@ import (
 
 // child is one forked claim-and-run process running one step.
 type child struct {
-	step    *api.Step
-	cmd     *exec.Cmd
-	started time.Time
-	done    chan struct{}
+	step *api.Step
+	// workerID is the id the step was claimed with: it must keep getting
+	// heartbeats even after the supervisor registers again.
+	workerID string
+	cmd      *exec.Cmd
+	started  time.Time
+	done     chan struct{}
 	// eventsDone closes when the child's event pipe reaches EOF.
 	eventsDone chan struct{}
 
@@ -37,7 +40,7 @@ type child struct {
 // startChild forks a claim-and-run child for step; release frees its slot
 // once the child has exited and its step is accounted for.
 func (s *supervisor) startChild(step *api.Step, release func()) {
-	c := &child{step: step, started: time.Now(), done: make(chan struct{}), eventsDone: make(chan struct{})}
+	c := &child{step: step, workerID: s.id(), started: time.Now(), done: make(chan struct{}), eventsDone: make(chan struct{})}
 	log := s.log.With(slog.String("job_id", step.JobID), slog.String("step", step.StepName))
 	if err := s.fork(c); err != nil {
 		log.Error("starting worker process for step", "error", err.Error())
@@ -95,7 +98,7 @@ func (s *supervisor) fork(c *child) error {
 		return err
 	}
 	c.cmd = cmd
-	h := oneshot.Handoff{Config: s.cfg, Step: c.step, WorkerID: s.id(), SupervisorPID: os.Getpid()}
+	h := oneshot.Handoff{Config: s.cfg, Step: c.step, WorkerID: c.workerID, SupervisorPID: os.Getpid()}
 	err = json.NewEncoder(handW).Encode(h)
 	handW.Close()
 	if err != nil {

@@ -513,3 +513,32 @@ func TestUndeliveredResultIsRetried(t *testing.T) {
 		t.Errorf("Run() = %v", err)
 	}
 }
+
+// TestHeartbeatsOldIDWhileItsStepRuns: after registering again, the
+// supervisor keeps heartbeating the id a running step was claimed with.
+func TestHeartbeatsOldIDWhileItsStepRuns(t *testing.T) {
+	h := newHarness(t, map[string]string{"heartbeat_interval_secs": "1"})
+	oldID, _ := h.start()
+	dir := t.TempDir()
+	long := h.srv.AddJob(scriptJob("long", fmt.Sprintf("echo up; while [ ! -e %s/go ]; do sleep 0.02; done", dir)))
+	h.waitFor("step running", func(s *fakeserver.Server) bool { return len(s.Logs(long)) > 0 })
+	h.srv.DeleteWorker(oldID)
+	next := h.srv.AddJob(scriptJob("next", "true"))
+	h.waitFor("a new registration", func(s *fakeserver.Server) bool { return len(s.Workers()) >= 1 && status(s, next) == "completed" })
+	after := len(h.srv.Requests())
+	h.waitFor("two heartbeats for the old id", func(s *fakeserver.Server) bool {
+		n := 0
+		for _, r := range s.Requests()[after:] {
+			if r.Path == "/worker/heartbeat" && strings.Contains(string(r.Body), oldID) {
+				n++
+			}
+		}
+		return n >= 2
+	})
+	os.WriteFile(filepath.Join(dir, "go"), nil, 0o600)
+	h.waitFor("long step completed", func(s *fakeserver.Server) bool { return status(s, long) == "completed" })
+	h.signal()
+	if err := h.wait(); err != nil {
+		t.Errorf("Run() = %v", err)
+	}
+}
