@@ -18,7 +18,11 @@ func (r *runner) claim(ctx context.Context, id string, wait time.Duration, log *
 	tick := time.NewTicker(r.cfg.PollInterval())
 	defer tick.Stop()
 	for {
-		step, err := r.client.Claim(ctx, api.ClaimRequest{
+		// Not cut by a stop signal or the deadline: the server may commit
+		// the claim before answering, and a step whose answer we dropped
+		// would stay running under our id. Each try is bounded by the
+		// request timeout; the stop is honoured between polls.
+		step, err := r.client.Claim(context.WithoutCancel(ctx), api.ClaimRequest{
 			WorkerID:     id,
 			Capabilities: r.cfg.Capabilities,
 			Tags:         r.cfg.Tags,
@@ -34,8 +38,8 @@ func (r *runner) claim(ctx context.Context, id string, wait time.Duration, log *
 			}
 			log.Info("claimed step", "job_id", step.JobID, "step", step.StepName)
 			return step, id, nil
-		case err == nil:
-			// No work.
+		case err == nil || ctx.Err() != nil:
+			// No work (or stopping: a failure after the stop is not news).
 		case errors.Is(err, api.ErrClaimRejected):
 			log.Warn("the server failed the step it picked; polling on", "error", err.Error())
 		case errors.As(err, &se) && se.Status == http.StatusInternalServerError && !reregistered:

@@ -33,6 +33,10 @@ func DiedMessage(step, cause string) string {
 // the step is reported failed. Token rejection stops everything; other
 // failures leave the spool for the next run and only log.
 func (r *runner) deliverPending(ctx context.Context) error {
+	// Bounded: a server that is down, or a rotated token, must not keep a
+	// cron run from exiting.
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.DeliveryTimeout())
+	defer cancel()
 	n, err := DeliverPending(ctx, r.spoolRoot(), r.client, r.log, "the process was gone when the spool was found")
 	if n > 0 {
 		r.log.Info("delivered results left by earlier runs", "steps", n)

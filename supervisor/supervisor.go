@@ -155,14 +155,19 @@ func (s *supervisor) run(ctx context.Context) error {
 		return nil
 	}
 	// Results that earlier processes left behind go out first.
-	if _, err := oneshot.DeliverPending(bg, oneshot.SpoolRoot(s.cfg), s.client, s.log, "the worker was restarted"); err != nil {
+	// Bounded, and cut short by a stop signal; what is left is retried after
+	// every heartbeat.
+	pctx, cancelPending := context.WithTimeout(ctx, s.cfg.DeliveryTimeout())
+	_, err := oneshot.DeliverPending(pctx, oneshot.SpoolRoot(s.cfg), s.client, s.log, "the worker was restarted")
+	cancelPending()
+	if err != nil {
 		return err
 	}
 	wg.Go(func() { s.heartbeatLoop(bg) })
 	if s.deps.Ready != nil {
 		s.deps.Ready(s.id(), listenAddr)
 	}
-	err := s.claimLoop(ctx)
+	err = s.claimLoop(ctx)
 	s.draining.Store(true)
 	s.metrics.draining.Set(1)
 	s.stop()

@@ -52,7 +52,9 @@ const reregisterAfter = 5 * time.Second
 // claim asks for one step. A 500 is taken as the worker row having been
 // removed (contract §8: heartbeats still answer 200 then): register again.
 func (s *supervisor) claim(ctx context.Context) (*api.Step, error) {
-	step, err := s.client.WithRetry(api.Retry{Attempts: 1}).Claim(ctx, api.ClaimRequest{
+	// Not cut by the stop signal: a claim the server committed but whose
+	// answer we dropped would leave a step running under our id.
+	step, err := s.client.WithRetry(api.Retry{Attempts: 1}).Claim(context.WithoutCancel(ctx), api.ClaimRequest{
 		WorkerID:     s.id(),
 		Capabilities: s.cfg.Capabilities,
 		Tags:         s.cfg.Tags,
