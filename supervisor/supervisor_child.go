@@ -16,6 +16,7 @@ import (
 
 	"github.com/stroem-worker/stroem-worker/oneshot"
 	"github.com/stroem-worker/stroem-worker/shared/api"
+	"github.com/stroem-worker/stroem-worker/shared/config"
 	"github.com/stroem-worker/stroem-worker/shared/process"
 )
 
@@ -163,7 +164,7 @@ func (s *supervisor) watch(c *child, log *slog.Logger) {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		cause = ee.ProcessState.String()
-		if ee.ExitCode() == exitNotDelivered {
+		if ee.ExitCode() == exitNotDelivered && spoolExists(s.cfg, c.step) {
 			// The child gave up delivering; the spool is intact and is
 			// retried by the pending-delivery pass.
 			s.metrics.finished.WithLabelValues("undelivered").Inc()
@@ -201,8 +202,16 @@ func (s *supervisor) reportDead(c *child, cause string, log *slog.Logger) {
 		return
 	}
 	msg := oneshot.DiedMessage(c.step.StepName, cause)
-	_ = s.client.WithRetry(api.Retry{Initial: 500 * time.Millisecond, Max: 15 * time.Second}).
-		Complete(ctx, c.step.JobID, c.step.StepName, api.CompleteRequest{ExitCode: -1, Error: &msg})
+	if err := s.client.WithRetry(api.Retry{Initial: 500 * time.Millisecond, Max: 15 * time.Second}).
+		Complete(ctx, c.step.JobID, c.step.StepName, api.CompleteRequest{ExitCode: -1, Error: &msg}); err != nil {
+		log.Error("reporting the step of a dead worker process failed; the server's heartbeat timeout will fail it", "error", err.Error())
+	}
+}
+
+// spoolExists reports whether a step has a spool on disk.
+func spoolExists(cfg *config.Config, step *api.Step) bool {
+	_, err := os.Stat(filepath.Join(oneshot.SpoolRoot(cfg), oneshot.SpoolKey(step.JobID, step.StepName)))
+	return err == nil
 }
 
 // deliverLater retries pending spools in the background.

@@ -30,7 +30,7 @@ var exitCodes = []struct {
 }{
 	{ExitOK, "a step ran and its result was delivered (whatever the step's own result), or no work was available (see --no-work-exit-code), or a clean drain"},
 	{ExitInternal, "internal error (a bug; please report it)"},
-	{ExitUsage, "usage or configuration error: do not retry"},
+	{ExitUsage, "usage or configuration error, or a request the server refuses as configured (HTTP 4xx): do not retry"},
 	{ExitUnavailable, "server unreachable or failing (refused, timeouts, 5xx): retry later"},
 	{ExitNotDelivered, "the step ran but its logs or result could not be delivered; kept in the spool, delivered by the next run"},
 	{ExitTokenRejected, "the server rejected the worker token (HTTP 401): fix the secret, do not retry"},
@@ -69,6 +69,10 @@ func exitCode(err error) int {
 		return ExitTokenRejected
 	case errors.Is(err, oneshot.ErrNotDelivered):
 		return ExitNotDelivered
+	case api.IsPermanent(err):
+		// The server refuses the request as configured (an unknown
+		// capability, an ability token in tags): retrying cannot help.
+		return ExitUsage
 	case errors.Is(err, api.ErrUnreachable), api.IsTransient(err):
 		return ExitUnavailable
 	default:
