@@ -78,6 +78,11 @@ func DeliverSpool(ctx context.Context, root, dir string, client *api.Client, cau
 		return err
 	}
 	defer lock.release()
+	return deliverSpoolLocked(ctx, dir, client, cause)
+}
+
+// deliverSpoolLocked is DeliverSpool for a caller that holds the lock.
+func deliverSpoolLocked(ctx context.Context, dir string, client *api.Client, cause string) error {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		// Its owner delivered and removed it after the listing.
 		return nil

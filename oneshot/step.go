@@ -62,6 +62,7 @@ const (
 	reasonTimeout
 	reasonShutdown
 	reasonDeadline
+	reasonExited
 )
 
 // SpoolKey names a step's spool (and its lock and step directory): any
@@ -85,6 +86,17 @@ func (r *runner) runStep(ctx context.Context, workerID string, step *api.Step, l
 		return r.reportWithoutSpool(ctx, step, err, log)
 	}
 	defer lock.release()
+	// A spool of an earlier attempt of this step, still undelivered, goes
+	// out first (a retried step claimed again on this host); its marker of
+	// a delivered completion must not carry over to this attempt.
+	if _, err := os.Stat(filepath.Join(root, key)); err == nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.DeliveryTimeout())
+		if err := deliverSpoolLocked(dctx, filepath.Join(root, key), r.client, "the step was claimed again"); err != nil {
+			log.Warn("an earlier attempt's spool could not be delivered; it is replaced", "error", err.Error())
+		}
+		cancel()
+		os.Remove(filepath.Join(root, key, completionSentFile))
+	}
 	sp, err := logstream.Create(root, key, logstream.Meta{JobID: step.JobID, StepName: step.StepName, WorkerID: workerID})
 	if err != nil {
 		return r.reportWithoutSpool(ctx, step, fmt.Errorf("creating log spool: %w", err), log)
@@ -384,6 +396,9 @@ func (r *runner) spawn(ctx context.Context, step *api.Step, cmd command, env []s
 		select {
 		case <-exited:
 			done = true
+			// The process ended on its own: a cancel seen while its last
+			// output drains must not turn the result into a failure.
+			reason.CompareAndSwap(reasonNone, reasonExited)
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				stopWith(reasonDeadline)
