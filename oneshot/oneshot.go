@@ -44,6 +44,11 @@ type Options struct {
 	SupervisorPID int
 	// Events, when set, receives progress reports for a supervisor.
 	Events *EventWriter
+	// DeliverBy, when set, is when the process will be killed (a pod's
+	// active deadline, a Lambda invocation's end): delivery after the step
+	// ends is cut to fit before it. Set Deadline earlier, leaving room for
+	// cancel_grace and delivery.
+	DeliverBy time.Time
 	// DeadlineMessage is the note on a step stopped by Deadline
 	// (default "Worker deadline reached").
 	DeadlineMessage string
@@ -96,6 +101,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, deps Deps) (Outc
 	}
 	r.events = opts.Events
 	r.deadlineMsg = opts.DeadlineMessage
+	r.deliverBy = opts.DeliverBy
 	if r.deadlineMsg == "" {
 		r.deadlineMsg = "Worker deadline reached"
 	}
@@ -114,6 +120,8 @@ type runner struct {
 	redactor *redact.Redactor
 	// deadlineMsg notes a step stopped by the run's deadline.
 	deadlineMsg string
+	// deliverBy bounds delivery after the step (zero: no bound).
+	deliverBy time.Time
 }
 
 // workspaces is the workspace cache under workspace_dir.

@@ -120,7 +120,7 @@ func (r *runner) runStep(ctx context.Context, workerID string, step *api.Step, l
 	if err := sp.Close(); err != nil {
 		log.Error("closing log spool", "error", err.Error())
 	}
-	timer := time.AfterFunc(r.cfg.DeliveryTimeout(), stopShip)
+	timer := time.AfterFunc(r.deliveryWindow(), stopShip)
 	defer timer.Stop()
 	sh := <-shipDone
 	logErr := sh.err
@@ -520,4 +520,15 @@ func (r *runner) pollCancelled(ctx context.Context, jobID string, onCancel func(
 			return
 		}
 	}
+}
+
+// deliveryWindow is how long logs and the result may take once the step
+// has ended: delivery_timeout_secs, cut to what is left before DeliverBy
+// (a pod or a Lambda invocation that ends then takes the spool with it).
+func (r *runner) deliveryWindow() time.Duration {
+	d := r.cfg.DeliveryTimeout()
+	if !r.deliverBy.IsZero() {
+		d = min(d, max(time.Until(r.deliverBy), 0))
+	}
+	return d
 }

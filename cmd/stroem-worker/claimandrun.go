@@ -36,7 +36,12 @@ func (c *ClaimAndRunCmd) Run(ctx context.Context, g *Globals) error {
 		}
 	}
 	if c.Deadline > 0 {
-		opts.Deadline = time.Now().Add(c.Deadline)
+		// The step stops early enough for cancel_grace and delivery to fit
+		// before the hard end (at least 5 s of delivery, or 10% of it).
+		hard := time.Now().Add(c.Deadline)
+		reserve := cfg.CancelGrace() + max(5*time.Second, c.Deadline/10)
+		opts.DeliverBy = hard
+		opts.Deadline = hard.Add(-min(reserve, c.Deadline/2))
 	}
 	log := g.logger(cfg)
 	out, err := oneshot.Run(ctx, cfg, opts, oneshot.Deps{Logger: log, Version: version})

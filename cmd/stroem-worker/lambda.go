@@ -43,6 +43,7 @@ func (c *LambdaCmd) Run(ctx context.Context, g *Globals) error {
 		opts := oneshot.Options{Wait: c.Wait, DeadlineMessage: "Lambda deadline reached"}
 		if d, ok := ictx.Deadline(); ok {
 			opts.Deadline = d.Add(-c.Reserve)
+			opts.DeliverBy = d.Add(-500 * time.Millisecond)
 			if time.Until(opts.Deadline) <= 0 {
 				return LambdaResult{}, errors.New("invocation deadline leaves no time after the reserve; raise the function timeout or lower --reserve")
 			}
