@@ -222,8 +222,15 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 			return fmt.Errorf("encoding request: %w", err)
 		}
 	}
+	return c.retrying(ctx, method, path, func() error { return c.once(ctx, method, path, body, out) })
+}
+
+// retrying runs try until it succeeds, fails for good, ctx ends or the
+// retry policy's attempts are used up, waiting the policy's jittered
+// backoff between tries. Only transient failures are retried.
+func (c *Client) retrying(ctx context.Context, method, path string, try func() error) error {
 	for attempt := 1; ; attempt++ {
-		err := c.once(ctx, method, path, body, out)
+		err := try()
 		if err == nil || !IsTransient(err) || ctx.Err() != nil {
 			return err
 		}

@@ -49,19 +49,13 @@ type rawResponse struct {
 // 2xx answer's body is left open for the caller; timeout bounds each try
 // including reading that body.
 func (c *Client) raw(ctx context.Context, method, path, contentType string, body Body, timeout time.Duration, header ...string) (rawResponse, error) {
-	for attempt := 1; ; attempt++ {
-		resp, err := c.rawOnce(ctx, method, path, contentType, body, timeout, header)
-		if err == nil || !IsTransient(err) || ctx.Err() != nil || (c.retry.Attempts > 0 && attempt >= c.retry.Attempts) {
-			return resp, err
-		}
-		t := time.NewTimer(c.retry.Delay(attempt))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return resp, err
-		case <-t.C:
-		}
-	}
+	var resp rawResponse
+	err := c.retrying(ctx, method, path, func() error {
+		var err error
+		resp, err = c.rawOnce(ctx, method, path, contentType, body, timeout, header)
+		return err
+	})
+	return resp, err
 }
 
 // rawOnce is one try of raw. header holds extra name, value pairs. A 304
