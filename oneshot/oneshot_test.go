@@ -216,7 +216,7 @@ func TestDeadlineStopsStepInTime(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
 	job := e.job(map[string]any{"script": "echo ready; sleep 300"}, 0)
-	out, err := e.run(ctxT(t), oneshot.Options{Deadline: time.Now().Add(1500 * time.Millisecond), DeadlineMessage: "Lambda deadline reached"})
+	out, err := e.run(ctxT(t), oneshot.Options{HardDeadline: time.Now().Add(3 * time.Second), Reserve: 1500 * time.Millisecond, DeadlineMessage: "Lambda deadline reached"})
 	if err != nil {
 		t.Fatal(err)
 	}

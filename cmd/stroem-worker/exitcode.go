@@ -8,6 +8,7 @@ import (
 	"github.com/stroem-worker/stroem-worker/oneshot"
 	"github.com/stroem-worker/stroem-worker/shared/api"
 	"github.com/stroem-worker/stroem-worker/shared/config"
+	"github.com/stroem-worker/stroem-worker/shared/handoff"
 )
 
 // Exit codes: the contract with schedulers (Kubernetes podFailurePolicy,
@@ -15,12 +16,12 @@ import (
 // Changing a value is a breaking change; the README, --help and the
 // deploy examples are checked against this table by tests.
 const (
-	ExitOK            = 0  // step ran and its result was delivered (any result), no work, or clean drain
-	ExitInternal      = 1  // unexpected internal error (a bug): retry is reasonable
-	ExitUsage         = 2  // usage or configuration error: never worth a retry
-	ExitUnavailable   = 69 // server unreachable (connection refused, DNS, timeouts, 5xx): retry later
-	ExitNotDelivered  = 75 // step ran but its result is not delivered yet; spooled, next run delivers it
-	ExitTokenRejected = 77 // the server rejected the worker token (401): fix the secret, no retry
+	ExitOK            = 0                        // step ran and its result was delivered (any result), no work, or clean drain
+	ExitInternal      = 1                        // unexpected internal error (a bug): retry is reasonable
+	ExitUsage         = 2                        // usage or configuration error: never worth a retry
+	ExitUnavailable   = 69                       // server unreachable (connection refused, DNS, timeouts, 5xx): retry later
+	ExitNotDelivered  = handoff.ExitNotDelivered // 75: step ran but its result is not delivered yet; spooled, next run delivers it
+	ExitTokenRejected = 77                       // the server rejected the worker token (401): fix the secret, no retry
 )
 
 // exitCodes is the table shown in --help and the README.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 )
 
@@ -84,6 +85,22 @@ func IsTransient(err error) bool {
 	}
 	var te *TransportError
 	return errors.As(err, &te)
+}
+
+// IsUnsent reports whether err is a request that surely never reached
+// the server: the connection could not be made (refused, no route, DNS).
+// A request that failed later (a timeout, a reset) may have been handled.
+func IsUnsent(err error) bool {
+	var te *TransportError
+	if !errors.As(err, &te) {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(te.Err, &op) {
+		return op.Op == "dial"
+	}
+	var dns *net.DNSError
+	return errors.As(te.Err, &dns)
 }
 
 // IsPermanent reports whether the server answered and will never accept

@@ -58,6 +58,9 @@ type Config struct {
 	OnSignal string `json:"on_signal"`
 	// DeliveryTimeoutSecs is how long undelivered logs and results are retried.
 	DeliveryTimeoutSecs float64 `json:"delivery_timeout_secs"`
+	// ResultMaxAgeSecs: a spooled result older than this is not sent (the
+	// step was long since failed and maybe retried by the server).
+	ResultMaxAgeSecs float64 `json:"result_max_age_secs"`
 	// Listen is host:port for health and metrics; "" serves nothing.
 	Listen    string `json:"listen"`
 	LogFormat string `json:"log_format"`
@@ -98,6 +101,7 @@ var keys = []key{
 	{"drain_timeout_secs", func(c *Config) any { return &c.DrainTimeoutSecs }},
 	{"on_signal", func(c *Config) any { return &c.OnSignal }},
 	{"delivery_timeout_secs", func(c *Config) any { return &c.DeliveryTimeoutSecs }},
+	{"result_max_age_secs", func(c *Config) any { return &c.ResultMaxAgeSecs }},
 	{"listen", func(c *Config) any { return &c.Listen }},
 	{"log_format", func(c *Config) any { return &c.LogFormat }},
 	{"log_level", func(c *Config) any { return &c.LogLevel }},
@@ -133,6 +137,7 @@ func defaults() *Config {
 		DrainTimeoutSecs:       300,
 		OnSignal:               "drain",
 		DeliveryTimeoutSecs:    600,
+		ResultMaxAgeSecs:       86400,
 		LogFormat:              "text",
 		LogLevel:               "info",
 		Origins:                map[string]Source{},
@@ -163,6 +168,9 @@ func (c *Config) DeliveryTimeout() time.Duration { return secs(c.DeliveryTimeout
 
 // RequestTimeout is request_timeout_secs.
 func (c *Config) RequestTimeout() time.Duration { return secs(c.RequestTimeoutSecs) }
+
+// ResultMaxAge is result_max_age_secs.
+func (c *Config) ResultMaxAge() time.Duration { return secs(c.ResultMaxAgeSecs) }
 
 // ConnectTimeout is connect_timeout_secs.
 func (c *Config) ConnectTimeout() time.Duration { return secs(c.ConnectTimeoutSecs) }

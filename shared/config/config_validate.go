@@ -120,6 +120,7 @@ func (c *Config) validate() []error {
 	nonNegative("drain_timeout_secs", c.DrainTimeoutSecs)
 	oneOf("on_signal", c.OnSignal, "drain", "cancel")
 	positive("delivery_timeout_secs", c.DeliveryTimeoutSecs)
+	positive("result_max_age_secs", c.ResultMaxAgeSecs)
 
 	if c.Listen != "" {
 		_, port, err := net.SplitHostPort(c.Listen)

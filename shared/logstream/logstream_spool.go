@@ -2,6 +2,7 @@ package logstream
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/stroem-worker/stroem-worker/shared/atomicfile"
 )
 
 // Spool files.
@@ -122,7 +125,7 @@ func Create(root, key string, meta Meta) (*Spool, error) {
 	}
 	os.Remove(filepath.Join(dir, sentFile))
 	os.Remove(filepath.Join(dir, completionFile))
-	if err := writeAtomic(filepath.Join(dir, metaFile), data); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, metaFile), data, true); err != nil {
 		return nil, fmt.Errorf("creating spool: %w", err)
 	}
 	f, err := os.OpenFile(filepath.Join(dir, logsFile), os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -399,22 +402,31 @@ func (s *Spool) ack(off int64) error {
 	s.mu.Lock()
 	s.sent = max(s.sent, off)
 	s.mu.Unlock()
-	return writeAtomic(filepath.Join(s.dir, sentFile), strconv.AppendInt(nil, off, 10))
+	// Not synced: it is written per batch, and an offset lost or torn by a
+	// power cut only restarts delivery from 0 (duplicates, never loss).
+	return atomicfile.Write(filepath.Join(s.dir, sentFile), strconv.AppendInt(nil, off, 10), false)
 }
 
 // SaveCompletion stores the step's completion body, so that a process
-// dying before it is delivered leaves it for the next one.
+// dying before it is delivered leaves it for the next one. It is synced:
+// after a power cut the file holds the whole body or does not exist.
 func (s *Spool) SaveCompletion(body []byte) error {
-	if err := writeAtomic(filepath.Join(s.dir, completionFile), body); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, completionFile), body, true); err != nil {
 		return fmt.Errorf("saving completion: %w", err)
 	}
 	return nil
 }
 
-// Completion returns the saved completion body, if any.
+// Completion returns the saved completion body, if there is one that is
+// a JSON object; anything else (a file damaged outside the worker) counts
+// as no completion, so the step is reported failed rather than sent
+// garbage the server would refuse for good.
 func (s *Spool) Completion() ([]byte, bool) {
 	data, err := os.ReadFile(filepath.Join(s.dir, completionFile))
-	return data, err == nil
+	if err != nil || !json.Valid(data) || len(bytes.TrimSpace(data)) == 0 || bytes.TrimSpace(data)[0] != '{' {
+		return nil, false
+	}
+	return data, true
 }
 
 // Remove deletes the spool once everything is delivered.
@@ -424,16 +436,6 @@ func (s *Spool) Remove() error {
 		return fmt.Errorf("removing spool: %w", err)
 	}
 	return nil
-}
-
-// writeAtomic writes a 0600 file through a temporary name and a rename, so
-// a reader (or a crash) never sees half of it.
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // jsonSafe marks the ASCII bytes that go into a JSON string as they are.
