@@ -69,7 +69,7 @@ func (e *env) job(spec map[string]any, timeout int64) string {
 
 func (e *env) run(ctx context.Context, opts oneshot.Options) (oneshot.Outcome, error) {
 	return oneshot.Run(ctx, e.cfg, opts, oneshot.Deps{
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:  slog.New(slog.NewTextHandler(testLog, nil)),
 		Environ: append(os.Environ(), "STROEM__WORKER_TOKEN="+fakeserver.DefaultToken),
 	})
 }
@@ -463,3 +463,11 @@ func TestScaleToZero(t *testing.T) {
 		t.Errorf("step after the worker went silent = %s %q, want failed for want of a worker", st.Status, st.Error)
 	}
 }
+
+// testLog receives the workers' own logs: STROEM_TEST_LOG=1 shows them.
+var testLog = func() io.Writer {
+	if os.Getenv("STROEM_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
+}()

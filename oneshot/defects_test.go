@@ -1,0 +1,168 @@
+package oneshot_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stroem-worker/stroem-worker/oneshot"
+	"github.com/stroem-worker/stroem-worker/shared/delivery"
+	"github.com/stroem-worker/stroem-worker/shared/fakeserver"
+)
+
+// TestStopGivesChildrenTheirGrace: the step's leader dies at once on the
+// cancel signal, while a child traps it and needs 3 s to clean up. The
+// child must get its grace (10 s here), whether its output still goes to
+// the step's pipes or elsewhere.
+func TestStopGivesChildrenTheirGrace(t *testing.T) {
+	t.Parallel()
+	for name, redirect := range map[string]string{"output to the step": "", "output elsewhere": ">/dev/null 2>&1"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, map[string]string{"cancel_grace_secs": "10"})
+			dir := t.TempDir()
+			script := fmt.Sprintf(`sh -c 'trap "sleep 3; echo cleaned > %[1]s/done; exit 0" TERM; touch %[1]s/trapped; while :; do sleep 0.05; done' %[2]s &
+while [ ! -e %[1]s/trapped ]; do sleep 0.01; done
+echo ready
+wait`, dir, redirect)
+			job := e.job(map[string]any{"script": script}, 0)
+			ctx := ctxT(t)
+			done := make(chan oneshot.Outcome, 1)
+			go func() { out, _ := e.run(ctx, oneshot.Options{}); done <- out }()
+			e.waitLogged(ctx, job, "ready")
+			e.srv.CancelJob(job)
+			out := <-done
+			if !strings.HasSuffix(out.Error, "Job cancelled") {
+				t.Errorf("outcome error = %q, want it to end 'Job cancelled'", out.Error)
+			}
+			if data, err := os.ReadFile(filepath.Join(dir, "done")); err != nil || string(data) != "cleaned\n" {
+				t.Errorf("the child's TERM handler did not finish within the grace period: %v", err)
+			}
+		})
+	}
+}
+
+// TestLargeOutputLine: an OUTPUT: line far over the 64 KiB transport cut
+// is parsed whole; one over what a completion can carry fails the step
+// with a clear error instead of a smaller earlier output winning.
+func TestLargeOutputLine(t *testing.T) {
+	t.Parallel()
+	big := `echo 'OUTPUT: {"small":1}'; printf 'OUTPUT: {"big":"'; head -c %d /dev/zero | tr '\0' a; printf '"}\n'`
+	t.Run("200 KB", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, nil)
+		job := e.job(map[string]any{"script": fmt.Sprintf(big, 200_000)}, 0)
+		if _, err := e.run(ctxT(t), oneshot.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		st := e.step(job)
+		var out struct{ Big string }
+		if err := json.Unmarshal(st.Output, &out); err != nil || len(out.Big) != 200_000 {
+			t.Errorf("output = %.80s... (%d bytes), %v; want the 200 KB value", st.Output, len(st.Output), err)
+		}
+	})
+	t.Run("3 MB", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, nil)
+		job := e.job(map[string]any{"script": fmt.Sprintf(big, 3_000_000)}, 0)
+		if _, err := e.run(ctxT(t), oneshot.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		if st := e.step(job); st.Status != "failed" || !strings.Contains(st.Error, "output too large") {
+			t.Errorf("step = %s %q, want failed with 'output too large'", st.Status, st.Error)
+		}
+	})
+}
+
+// TestAnyStepNameRuns: long and odd step names make safe spool names.
+func TestAnyStepNameRuns(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{
+		strings.Repeat("ø", 150),
+		strings.Repeat("very-long-step-name-", 30),
+		"a/../../b[0] with spaces",
+	} {
+		e := newEnv(t, nil)
+		raw, _ := json.Marshal(map[string]any{"type": "script", "script": "echo hi"})
+		job := e.srv.AddJob(fakeserver.JobSpec{TaskName: "t", Steps: []fakeserver.StepSpec{{StepName: name, ActionSpec: raw}}})
+		if _, err := e.run(ctxT(t), oneshot.Options{}); err != nil {
+			t.Fatalf("step %.20q...: %v", name, err)
+		}
+		if st, _ := e.srv.Step(job, name); st.Status != "completed" {
+			t.Errorf("step %.20q... = %s %q, want completed", name, st.Status, st.Error)
+		}
+	}
+}
+
+// TestSecretAcrossTransportCut: a secret that straddles the 64 KiB point
+// where a long line is cut for transport is still masked.
+func TestSecretAcrossTransportCut(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	script := `printf '%s' "$(head -c 65530 /dev/zero | tr '\0' x)"; echo "$API_TOKEN tail"`
+	job := e.job(map[string]any{"script": script, "env": map[string]string{"API_TOKEN": "s3cr3t-value-123"}}, 0)
+	if _, err := e.run(ctxT(t), oneshot.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(e.lines(job), "")
+	if strings.Contains(all, "s3cr3t") || strings.Contains(all, "value-123") || !strings.HasSuffix(all, "*** tail") {
+		t.Errorf("lines end %q, want the secret masked whole", all[max(0, len(all)-40):])
+	}
+}
+
+// TestNewAttemptSupersedesEarlierOne: attempt 1 of a step still holds its
+// spool (its process lives) when this host claims attempt 2. Attempt 2
+// runs and says an earlier result was discarded; attempt 1's result is
+// never sent afterwards, while its logs are.
+func TestNewAttemptSupersedesEarlierOne(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	job := e.job(map[string]any{"script": "echo attempt two"}, 0)
+	d := &delivery.Deliverer{Root: delivery.Root(e.cfg.WorkspaceDir)}
+	old := delivery.Key(job, "s", "attempt1")
+	lock, err := d.Lock(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeSpool(t, d.Root, old, job, "s", "attempt one", `{"exit_code":0,"output":{"from":"attempt one"},"error":null}`)
+	if _, err := e.run(ctxT(t), oneshot.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(e.lines(job), "\n"), "earlier attempt of this step on this host had not reported its result") {
+		t.Errorf("attempt 2's log = %q, want the note about the discarded result", e.lines(job))
+	}
+	lock.Unlock()
+	// The next run delivers what attempt 1 left: logs, but no result.
+	if _, err := e.run(ctxT(t), oneshot.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	st := e.step(job)
+	if st.Completes != 1 || st.Status != "completed" || strings.Contains(string(st.Output), "attempt one") {
+		t.Errorf("step = %s, %d completes, output %s; want attempt 2's single completion", st.Status, st.Completes, st.Output)
+	}
+	if !strings.Contains(strings.Join(e.lines(job), "\n"), "attempt one") {
+		t.Errorf("attempt 1's log lines were not delivered: %q", e.lines(job))
+	}
+}
+
+// writeSpool leaves a spool as a process that ran a step and could not
+// deliver it would: one log line and a saved completion.
+func writeSpool(t *testing.T, root, key, job, step, line, completion string) {
+	t.Helper()
+	dir := filepath.Join(root, key)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	meta := fmt.Sprintf(`{"job_id":%q,"step_name":%q,"worker_id":"w","created":%q}`, job, step, time.Now().UTC().Format(time.RFC3339Nano))
+	rec := fmt.Sprintf(`{"ts":"2026-01-01T00:00:00.000000000Z","stream":"stdout","line":%q}`+"\n", line)
+	for name, data := range map[string]string{"meta.json": meta, "logs.jsonl": rec, "complete.json": completion} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
