@@ -165,4 +165,3 @@ func writeSpool(t *testing.T, root, key, job, step, line, completion string) {
 		}
 	}
 }
-

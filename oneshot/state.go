@@ -51,7 +51,6 @@ func (s *stateLines) add(line []byte) {
 	}
 }
 
-
 // downloadState fills STATE_DIR and GLOBAL_STATE_DIR from the snapshots
 // the claim says exist.
 func (w *worker) downloadState(ctx context.Context, step *api.Step, d runner.Dirs) error {

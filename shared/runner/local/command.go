@@ -3,7 +3,7 @@ package local
 import (
 	"fmt"
 	"os"
-		"path/filepath"
+	"path/filepath"
 	"strings"
 
 	"github.com/google/uuid"
