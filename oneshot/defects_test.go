@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -163,5 +165,71 @@ func writeSpool(t *testing.T, root, key, job, step, line, completion string) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestFullDiskLosesNothingSilently: workspace_dir is a small filesystem
+// that the step's log overflows. Lines go on to the server from memory;
+// what memory cannot hold (the server is down meanwhile) is counted, the
+// log says so, and the step is reported failed with the count.
+func TestFullDiskLosesNothingSilently(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a small tmpfs to fill (needs root): %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	for _, tt := range []struct {
+		name  string
+		lines int
+		down  bool
+	}{
+		{"fits in memory", 20000, false},
+		{"memory runs out", 400000, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ws := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-"))
+			e := newEnv(t, map[string]string{"workspace_dir": ws})
+			fifo := filepath.Join(t.TempDir(), "ended")
+			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			job := e.job(map[string]any{"script": fmt.Sprintf("echo started; seq 1 %d; echo > %s", tt.lines, fifo)}, 0)
+			ctx := ctxT(t)
+			done := make(chan error, 1)
+			go func() { _, err := e.run(ctx, oneshot.Options{}); done <- err }()
+			if tt.down {
+				e.waitLogged(ctx, job, "started")
+				e.srv.Down(true)
+			}
+			if _, err := os.ReadFile(fifo); err != nil { // the step's output is all written
+				t.Fatal(err)
+			}
+			e.srv.Down(false)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			st := e.step(job)
+			lines := e.lines(job)
+			notice := lines[len(lines)-1]
+			if !strings.Contains(notice, "could not be written to the worker's disk") {
+				t.Errorf("last line = %q, want the notice about the disk", notice)
+			}
+			if !tt.down {
+				if st.Status != "completed" || len(lines) != tt.lines+2 {
+					t.Errorf("step = %s %q with %d lines, want completed with all %d", st.Status, st.Error, len(lines), tt.lines+2)
+				}
+				return
+			}
+			if st.Status != "failed" || !strings.Contains(st.Error, "log lines were lost") {
+				t.Errorf("step = %s %q, want failed saying log lines were lost", st.Status, st.Error)
+			}
+			// Every line is delivered or counted: no silent gap.
+			var lost int
+			fmt.Sscanf(st.Error[strings.Index(st.Error, "\n")+1:], "%d log lines were lost", &lost)
+			if lost == 0 || len(lines)-2+lost != tt.lines {
+				t.Errorf("%d lines delivered and %d counted lost, want %d in all (error %q)", len(lines)-2, lost, tt.lines, st.Error)
+			}
+		})
 	}
 }

@@ -66,8 +66,8 @@ func (w *worker) runStep(ctx context.Context, workerID, attempt string, step *ap
 
 	// Logs ship for the whole step on a context that a shutdown signal does
 	// not cancel; it is bounded by delivery_timeout once the step has ended.
-	shipCtx, stopShip := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopShip()
+	shipCtx, stopShip := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopShip(nil)
 	type shipped struct {
 		stats logstream.Stats
 		err   error
@@ -80,6 +80,7 @@ func (w *worker) runStep(ctx context.Context, workerID, attempt string, step *ap
 				return w.client.PostLogs(ctx, step.JobID, body)
 			},
 			Permanent: api.IsPermanent,
+		Fatal:     api.IsFatal,
 			Logger:    w.log,
 		})
 		shipDone <- shipped{st, err}
@@ -87,9 +88,23 @@ func (w *worker) runStep(ctx context.Context, workerID, attempt string, step *ap
 
 	res := w.execute(ctx, &stepRun{step: step, workerID: workerID, attempt: attempt, key: key, spool: sp, log: log})
 	if err := sp.Close(); err != nil {
-		log.Error("closing log spool", "error", err.Error())
+		log.Error("the step's log spool could not be written; its lines went to the server from memory", "error", err.Error())
 	}
-	timer := time.AfterFunc(w.deliveryWindow(), stopShip)
+	if res.Lost = sp.Lost(); res.Lost > 0 {
+		// Reported as a failure: a step whose log is incomplete must not
+		// pass for one that ran cleanly.
+		note := fmt.Sprintf("%d log lines were lost: the worker's disk under workspace_dir was full and they did not fit in memory", res.Lost)
+		log.Error(note)
+		if res.Error != "" {
+			res.Error += "\n" + note
+		} else {
+			res.Error = note
+		}
+	}
+	window := w.deliveryWindow()
+	timer := time.AfterFunc(window, func() {
+		stopShip(fmt.Errorf("the delivery window of %s (delivery_timeout_secs, or what the deadline left) ran out", window.Round(time.Millisecond)))
+	})
 	defer timer.Stop()
 	sh := <-shipDone
 	res.Lines, res.Bytes, res.Dropped = sh.stats.Lines, sh.stats.Bytes, sh.stats.Dropped
@@ -129,6 +144,9 @@ func (w *worker) finish(ctx context.Context, sp *logstream.Spool, res stepResult
 	d := *w.deliverer
 	d.Client = w.client.WithRetry(completeRetry)
 	if err := d.Complete(ctx, sp, body); err != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			err = fmt.Errorf("%w (last error: %w)", cause, err)
+		}
 		log.Error("step result not delivered; it stays in the spool for the next run", "error", err.Error())
 		return res, fmt.Errorf("%w: %w", ErrNotDelivered, err)
 	}

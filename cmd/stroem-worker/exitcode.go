@@ -74,7 +74,9 @@ func exitCode(err error) int {
 		// The server refuses the request as configured (an unknown
 		// capability, an ability token in tags): retrying cannot help.
 		return ExitUsage
-	case errors.Is(err, api.ErrUnreachable), api.IsTransient(err):
+	case errors.Is(err, api.ErrUnreachable), errors.Is(err, api.ErrBadResponse), api.IsTransient(err):
+		// A 2xx with a body that is not the API's (a proxy's page) is the
+		// server side failing too, not a bug here.
 		return ExitUnavailable
 	default:
 		return ExitInternal

@@ -112,3 +112,7 @@ func IsPermanent(err error) bool {
 	}
 	return se.Status >= 400 && se.Status < 500 && !se.Transient() && se.Status != http.StatusUnauthorized
 }
+
+// IsFatal reports whether no retry of any request can succeed until
+// someone acts: the token was rejected.
+func IsFatal(err error) bool { return errors.Is(err, ErrUnauthorized) }

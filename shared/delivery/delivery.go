@@ -144,6 +144,7 @@ func (d *Deliverer) One(ctx context.Context, key, cause string) error {
 			return d.Client.PostLogs(ctx, meta.JobID, body)
 		},
 		Permanent: api.IsPermanent,
+		Fatal:     api.IsFatal,
 		Logger:    d.log(),
 	}); err != nil {
 		return fmt.Errorf("delivering logs of %s/%s: %w", meta.JobID, meta.StepName, err)

@@ -404,7 +404,7 @@ func TestResumeAfterInterruption(t *testing.T) {
 		t.Fatalf("Pending() = %v, %v; want the one spool", dirs, err)
 	}
 	second := &collector{}
-	again, st2, err := logstream.Deliver(t.Context(), dirs[0], logstream.ShipOptions{Send: second.send})
+	again, st2, err := deliver(t.Context(), dirs[0], logstream.ShipOptions{Send: second.send})
 	if err != nil {
 		t.Fatalf("Deliver() = %v", err)
 	}
@@ -443,7 +443,7 @@ func TestFinishCancelledKeepsSpool(t *testing.T) {
 		t.Fatalf("Pending() = %v, want the spool kept", dirs)
 	}
 	again := &collector{}
-	if _, _, err := logstream.Deliver(t.Context(), sp.Dir(), logstream.ShipOptions{Send: again.send}); err != nil {
+	if _, _, err := deliver(t.Context(), sp.Dir(), logstream.ShipOptions{Send: again.send}); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(numbered("line", 10), texts(decode(t, again.got()))); diff != "" {
@@ -478,7 +478,7 @@ func TestDamagedSpool(t *testing.T) {
 			f.WriteString(tt.tail)
 			f.Close()
 			c := &collector{}
-			_, st, err := logstream.Deliver(t.Context(), sp.Dir(), logstream.ShipOptions{Send: c.send})
+			_, st, err := deliver(t.Context(), sp.Dir(), logstream.ShipOptions{Send: c.send})
 			if err != nil {
 				t.Fatalf("Deliver() = %v", err)
 			}
@@ -526,5 +526,38 @@ func BenchmarkAppend(b *testing.B) {
 	b.SetBytes(100)
 	for b.Loop() {
 		sp.Append("stdout", now, line)
+	}
+}
+
+// deliver ships what is left of a spool another process left behind, as
+// package delivery does: open it, ship it from its acknowledged offset.
+func deliver(ctx context.Context, dir string, o logstream.ShipOptions) (*logstream.Spool, logstream.Stats, error) {
+	sp, err := logstream.Open(dir)
+	if err != nil {
+		return nil, logstream.Stats{}, err
+	}
+	if o.StepName == "" {
+		o.StepName = sp.Meta().StepName
+	}
+	st, err := logstream.Ship(ctx, sp, o)
+	return sp, st, err
+}
+
+// TestFatalErrorStopsShipping: a rejected token is not retried until the
+// deadline; Ship returns it at once and the spool keeps the lines.
+func TestFatalErrorStopsShipping(t *testing.T) {
+	t.Parallel()
+	sp, _ := newSpool(t)
+	sp.Append("stdout", time.Now(), []byte("x"))
+	sp.Close()
+	rejected := api.ErrUnauthorized
+	c := &collector{fail: func(int, []byte) (error, bool) { return rejected, false }}
+	_, err := logstream.Ship(t.Context(), sp, logstream.ShipOptions{StepName: stepName, Send: c.send,
+		Fatal: func(err error) bool { return errors.Is(err, api.ErrUnauthorized) }})
+	if !errors.Is(err, api.ErrUnauthorized) {
+		t.Fatalf("Ship() = %v, want the token rejection at once", err)
+	}
+	if n := len(c.got()); n != 0 {
+		t.Errorf("%d batches accepted, want none", n)
 	}
 }
