@@ -80,7 +80,7 @@ func (w *worker) runStep(ctx context.Context, workerID, attempt string, step *ap
 				return w.client.PostLogs(ctx, step.JobID, body)
 			},
 			Permanent: api.IsPermanent,
-		Fatal:     api.IsFatal,
+			Fatal:     api.IsFatal,
 			Logger:    w.log,
 		})
 		shipDone <- shipped{st, err}
