@@ -203,7 +203,8 @@ func (w *worker) run(ctx context.Context, opts Options) (Outcome, error) {
 	// worker silent for 120 s is failed by the server (contract §8).
 	// The id may change (a new registration); heartbeats follow it.
 	var current atomic.Pointer[string]
-	current.Store(&id)
+	first := id // its own variable: id changes below, current must not
+	current.Store(&first)
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	hbDone := make(chan struct{})
 	go func() {
