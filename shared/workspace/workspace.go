@@ -2,7 +2,6 @@ package workspace
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -64,7 +63,7 @@ func (c *Cache) Get(ctx context.Context, ws, revision string) (*Checkout, error)
 		return nil, fmt.Errorf("creating workspace cache: %w", err)
 	}
 	// One process at a time checks, extracts and prunes a workspace.
-	lock, err := flock(filepath.Join(wsDir, ".lock"), syscall.LOCK_EX)
+	lock, err := lockFile(ctx, filepath.Join(wsDir, ".lock"), syscall.LOCK_EX)
 	if err != nil {
 		return nil, fmt.Errorf("locking workspace cache: %w", err)
 	}
@@ -75,7 +74,7 @@ func (c *Cache) Get(ctx context.Context, ws, revision string) (*Checkout, error)
 		return nil, err
 	}
 	dir := filepath.Join(wsDir, Sanitize(rev))
-	inUse, err := flock(dir+".inuse", syscall.LOCK_SH)
+	inUse, err := lockFile(ctx, dir+".inuse", syscall.LOCK_SH)
 	if err != nil {
 		return nil, fmt.Errorf("marking revision in use: %w", err)
 	}
@@ -196,7 +195,7 @@ func (c *Cache) prune(wsDir string) {
 	kept := 0
 	for _, r := range revs {
 		dir := filepath.Join(wsDir, r.name)
-		f, err := flock(dir+".inuse", syscall.LOCK_EX|syscall.LOCK_NB)
+		f, err := tryLockFile(dir+".inuse", syscall.LOCK_EX)
 		if err != nil {
 			continue // in use by a running step
 		}
@@ -250,24 +249,6 @@ func Sanitize(s string) string {
 func isDir(p string) bool {
 	info, err := os.Stat(p)
 	return err == nil && info.IsDir()
-}
-
-func flock(path string, how int) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err = syscall.Flock(int(f.Fd()), how)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
 }
 
 func writeAtomic(path string, data []byte) error {
