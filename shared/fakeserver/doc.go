@@ -26,6 +26,14 @@
 // hooks, step or job timeouts, per-job artifact caps or secrets, and no
 // persistence.
 //
+// Faults (SetFault, RandomFaults, Down) are injected before a request is
+// handled (a status, a delay, a dropped connection: nothing is committed)
+// or after it (Fault.DelayAnswer, Fault.DropAnswer: the server commits,
+// then the answer is late or lost), so that lost claim answers, log
+// batches sent twice and completes applied without an answer can be
+// tested. Every stored log batch is kept in LogBatches with a count of
+// earlier identical ones, so tests can count duplicates.
+//
 // Claims are served in FIFO order of enqueueing so that tests are
 // deterministic; the real server picks a random matching step (§1.5).
 // Test-facing methods (AddJob, Step, Logs, WaitFor, SetFault, ...) are

@@ -197,7 +197,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 		recs[i] = LogRecord{TS: l.TS, Stream: l.Stream, Step: stepName, Line: l.Line}
 	}
 	s.mu.Lock()
-	s.appendLogLocked(jobID, recs...)
+	s.storeBatchLocked(jobID, stepName, recs)
 	s.bumpLocked()
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, statusOK)

@@ -956,3 +956,210 @@ func TestOnLogReceivesLinesInsteadOfStoring(t *testing.T) {
 		t.Errorf("Logs() with OnLog = %d records, want none kept", n)
 	}
 }
+
+// lost sends a request whose answer the test expects never to arrive.
+func (e *env) lost(method, path, body string) error {
+	e.t.Helper()
+	req, err := http.NewRequestWithContext(e.t.Context(), method, e.url+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := e.hc.Do(req)
+	if err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		e.t.Fatalf("%s %s = %d %s, want no answer", method, path, resp.StatusCode, b)
+	}
+	return err
+}
+
+// TestFaultsAfterHandling drops or holds back answers after the server
+// has committed what the request asked for: a lost claim answer, a log
+// batch sent again after its answer was lost, a complete whose answer was
+// lost.
+func TestFaultsAfterHandling(t *testing.T) {
+	t.Parallel()
+	dropAnswer := func(endpoint string) func(*fakeserver.Server, *http.Request) fakeserver.Fault {
+		return func(s *fakeserver.Server, r *http.Request) fakeserver.Fault {
+			if s.Endpoint(r) == endpoint {
+				return fakeserver.Fault{DropAnswer: true}
+			}
+			return fakeserver.Fault{}
+		}
+	}
+
+	t.Run("claim", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, fakeserver.Options{})
+		w := e.register(`["script"]`, `[]`, false)
+		job := e.srv.AddJob(fakeserver.JobSpec{Steps: []fakeserver.StepSpec{script("s")}})
+		e.srv.SetFault(func(r *http.Request) fakeserver.Fault { return dropAnswer("POST /worker/jobs/claim")(e.srv, r) })
+		e.lost(http.MethodPost, "/worker/jobs/claim", `{"worker_id":"`+w+`","capabilities":["script"]}`)
+		st, _ := e.srv.Step(job, "s")
+		if st.Status != "running" || st.WorkerID != w || st.Claims != 1 {
+			t.Errorf("step after a claim whose answer was lost = %s by %s, %d claims; want running by %s, 1 claim", st.Status, st.WorkerID, st.Claims, w)
+		}
+		reqs := e.srv.Requests()
+		if last := reqs[len(reqs)-1]; last.Path != "/worker/jobs/claim" || !last.Fault.DropAnswer || last.Status != 200 {
+			t.Errorf("recorded claim = %s %d %+v, want the claim, status 200 kept back, DropAnswer", last.Path, last.Status, last.Fault)
+		}
+		// Nothing else is claimable: the step is stranded unless the
+		// worker id stops heartbeating (§8 rule 1).
+		e.srv.SetFault(nil)
+		if c := e.claim(w, `["script"]`, `[]`, false); c["job_id"] != nil {
+			t.Errorf("claim after the lost answer = %v, want no work", c)
+		}
+	})
+
+	t.Run("log batch sent again", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, fakeserver.Options{})
+		job := e.srv.AddJob(fakeserver.JobSpec{Steps: []fakeserver.StepSpec{script("s")}})
+		var mu sync.Mutex
+		lose := 1
+		e.srv.SetFault(func(r *http.Request) fakeserver.Fault {
+			mu.Lock()
+			defer mu.Unlock()
+			if e.srv.Endpoint(r) == "POST /worker/jobs/{id}/logs" && lose > 0 {
+				lose--
+				return fakeserver.Fault{DropAnswer: true}
+			}
+			return fakeserver.Fault{}
+		})
+		first := `{"step_name":"s","lines":[{"ts":"t1","stream":"stdout","line":"a"},{"ts":"t2","stream":"stdout","line":"b"}]}`
+		e.lost(http.MethodPost, "/worker/jobs/"+job+"/logs", first)
+		e.post("/worker/jobs/"+job+"/logs", first, 200) // the retry
+		e.post("/worker/jobs/"+job+"/logs", `{"step_name":"s","lines":[{"ts":"t3","stream":"stdout","line":"c"}]}`, 200)
+
+		var lines []string
+		for _, l := range e.srv.Logs(job) {
+			lines = append(lines, l.Line)
+		}
+		if diff := cmp.Diff([]string{"a", "b", "a", "b", "c"}, lines); diff != "" {
+			t.Errorf("Logs() (-want +got):\n%s", diff)
+		}
+		want := []fakeserver.LogBatch{
+			{Step: "s", First: 0, Lines: 2},
+			{Step: "s", First: 2, Lines: 2, Duplicate: 1},
+			{Step: "s", First: 4, Lines: 1},
+		}
+		if diff := cmp.Diff(want, e.srv.LogBatches(job)); diff != "" {
+			t.Errorf("LogBatches() (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("complete", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, fakeserver.Options{})
+		w := e.register(`["script"]`, `[]`, false)
+		job := e.srv.AddJob(fakeserver.JobSpec{Steps: []fakeserver.StepSpec{script("s")}})
+		e.claim(w, `["script"]`, `[]`, false)
+		e.srv.SetFault(func(r *http.Request) fakeserver.Fault {
+			return dropAnswer("POST /worker/jobs/{id}/steps/{step}/complete")(e.srv, r)
+		})
+		e.lost(http.MethodPost, "/worker/jobs/"+job+"/steps/s/complete", `{"exit_code":0,"output":{"n":1}}`)
+		st, _ := e.srv.Step(job, "s")
+		if st.Status != "completed" || st.Completes != 1 || string(st.Output) != `{"n":1}` {
+			t.Errorf("step after a complete whose answer was lost = %+v, want completed with its output", st)
+		}
+		if j, _ := e.srv.Job(job); j.Status != "completed" {
+			t.Errorf("job = %s, want completed", j.Status)
+		}
+	})
+
+	t.Run("answer later than the client waits", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, fakeserver.Options{})
+		job := e.srv.AddJob(fakeserver.JobSpec{Steps: []fakeserver.StepSpec{script("s")}})
+		e.srv.SetFault(func(r *http.Request) fakeserver.Fault {
+			if e.srv.Endpoint(r) == "POST /worker/jobs/{id}/steps/{step}/complete" {
+				return fakeserver.Fault{DelayAnswer: time.Hour}
+			}
+			return fakeserver.Fault{}
+		})
+		// The client gives up once the server has applied the complete,
+		// as a client whose timeout ran out would.
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() {
+			applied := func(s *fakeserver.Server) bool { st, _ := s.Step(job, "s"); return st.Completes == 1 }
+			if e.srv.WaitFor(ctx, applied) == nil {
+				cancel()
+			}
+		})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/worker/jobs/"+job+"/steps/s/complete", strings.NewReader(`{"exit_code":2}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := e.hc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("complete with a held answer = %d, want the client to give up", resp.StatusCode)
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("complete with a held answer: %v, want context.Canceled", err)
+		}
+		if st, _ := e.srv.Step(job, "s"); st.Status != "failed" || st.Completes != 1 {
+			t.Errorf("step = %s with %d completes, want failed by the one complete", st.Status, st.Completes)
+		}
+	})
+
+	t.Run("answer delayed, then sent", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, fakeserver.Options{})
+		e.srv.SetFault(func(*http.Request) fakeserver.Fault { return fakeserver.Fault{DelayAnswer: time.Millisecond} })
+		r := e.do(http.MethodPost, "/worker/register", `{"name":"w","capabilities":["script"]}`)
+		if r.status != 200 || r.header.Get("Content-Type") != "application/json" || !strings.Contains(r.body, `"worker_id"`) {
+			t.Errorf("register with a delayed answer = %d %s %q, want the whole answer", r.status, r.header.Get("Content-Type"), r.body)
+		}
+		if n := len(e.srv.Workers()); n != 1 {
+			t.Errorf("Workers() = %d, want 1", n)
+		}
+	})
+}
+
+func TestRandomFaults(t *testing.T) {
+	t.Parallel()
+	lost := fakeserver.Fault{DropAnswer: true}
+	run := func() []bool {
+		f := fakeserver.RandomFaults(0.5, 42, lost)
+		var out []bool
+		for range 64 {
+			out = append(out, f(nil) == lost)
+		}
+		return out
+	}
+	a := run()
+	if diff := cmp.Diff(a, run()); diff != "" {
+		t.Errorf("same seed, different faults (-first +second):\n%s", diff)
+	}
+	n := 0
+	for _, hit := range a {
+		if hit {
+			n++
+		}
+	}
+	if n == 0 || n == len(a) {
+		t.Errorf("rate 0.5 hit %d of %d", n, len(a))
+	}
+}
+
+func TestEndpoint(t *testing.T) {
+	t.Parallel()
+	srv := fakeserver.New(fakeserver.Options{})
+	for _, tc := range []struct{ method, path, want string }{
+		{"POST", "/worker/jobs/claim", "POST /worker/jobs/claim"},
+		{"POST", "/worker/jobs/" + uuid.NewString() + "/steps/a%2Fb/complete", "POST /worker/jobs/{id}/steps/{step}/complete"},
+		{"POST", "/worker/jobs/" + uuid.NewString() + "/logs", "POST /worker/jobs/{id}/logs"},
+		{"GET", "/worker/jobs/claim", ""},
+		{"GET", "/nowhere", ""},
+	} {
+		r := httptest.NewRequest(tc.method, tc.path, nil)
+		if got := srv.Endpoint(r); got != tc.want {
+			t.Errorf("Endpoint(%s %s) = %q, want %q", tc.method, tc.path, got, tc.want)
+		}
+	}
+}
