@@ -328,7 +328,8 @@ func TestRoundTrip(t *testing.T) {
 	st, ok := e.srv.Step(job, "process[0]")
 	zero := 0
 	wantSt := fakeserver.StepState{Status: "completed", WorkerID: w, ExitCode: &zero, Output: json.RawMessage(`{"greeting":"Hello Bob!"}`),
-		Claims: 1, Starts: 1, Completes: 1}
+		Claims: 1, Starts: 1, Completes: 1,
+		Attempt: 1, Attempts: []fakeserver.AttemptState{{WorkerID: w, Claims: 1, Starts: 1, Completes: 1, Status: "completed"}}}
 	st.StartedAt, st.CompletedAt = time.Time{}, time.Time{}
 	if diff := cmp.Diff(wantSt, st); !ok || diff != "" {
 		t.Errorf("Step() (-want +got):\n%s", diff)
@@ -377,6 +378,8 @@ func TestCompleteRules(t *testing.T) {
 			e.post("/worker/jobs/"+job+"/steps/s/complete", tc.body, 200)
 			got, _ := e.srv.Step(job, "s")
 			got.CompletedAt = time.Time{}
+			tc.want.Attempt = 1
+			tc.want.Attempts = []fakeserver.AttemptState{{Completes: 1, Status: tc.want.Status}}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("complete %s (-want +got):\n%s", tc.body, diff)
 			}
@@ -1161,5 +1164,85 @@ func TestEndpoint(t *testing.T) {
 		if got := srv.Endpoint(r); got != tc.want {
 			t.Errorf("Endpoint(%s %s) = %q, want %q", tc.method, tc.path, got, tc.want)
 		}
+	}
+}
+
+// TestAttempts re-queues steps as the server's retry: does and counts the
+// claims and calls of each attempt.
+func TestAttempts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, fakeserver.Options{})
+	w1 := e.register(`["script"]`, `[]`, false)
+	w2 := e.register(`["script"]`, `[]`, false)
+	job := e.srv.AddJob(fakeserver.JobSpec{Steps: []fakeserver.StepSpec{script("s")}})
+	if st, _ := e.srv.Step(job, "s"); st.Attempt != 1 || len(st.Attempts) != 1 {
+		t.Errorf("new step: attempt %d of %d, want 1 of 1", st.Attempt, len(st.Attempts))
+	}
+	e.claim(w1, `["script"]`, `[]`, false)
+	e.post("/worker/jobs/"+job+"/steps/s/start", `{"worker_id":"`+w1+`"}`, 200)
+	e.post("/worker/jobs/"+job+"/steps/s/complete", `{"exit_code":1}`, 200)
+	if j, _ := e.srv.Job(job); j.Status != "failed" {
+		t.Fatalf("job after its only step failed = %s, want failed", j.Status)
+	}
+	if !e.srv.Requeue(job, "s") {
+		t.Fatal("Requeue() = false")
+	}
+	st, _ := e.srv.Step(job, "s")
+	if st.Status != "ready" || st.Attempt != 2 || st.WorkerID != "" {
+		t.Errorf("step after Requeue = %s, attempt %d, worker %q; want ready, attempt 2, no worker", st.Status, st.Attempt, st.WorkerID)
+	}
+	if j, _ := e.srv.Job(job); j.Status != "running" || !j.FinishedAt.IsZero() {
+		t.Errorf("job after Requeue = %s finished %v, want running again", j.Status, j.FinishedAt)
+	}
+	// A late complete of attempt 1 lands on attempt 2: the server cannot
+	// tell them apart, the counts can.
+	e.post("/worker/jobs/"+job+"/steps/s/complete", `{"exit_code":1}`, 200)
+	e.srv.Requeue(job, "s")
+	e.claim(w2, `["script"]`, `[]`, false)
+	e.post("/worker/jobs/"+job+"/steps/s/start", `{"worker_id":"`+w2+`"}`, 200)
+	e.post("/worker/jobs/"+job+"/steps/s/complete", `{"exit_code":0}`, 200)
+	st, _ = e.srv.Step(job, "s")
+	want := []fakeserver.AttemptState{
+		{WorkerID: w1, Claims: 1, Starts: 1, Completes: 1, Status: "failed"},
+		{Completes: 1, Status: "failed"},
+		{WorkerID: w2, Claims: 1, Starts: 1, Completes: 1, Status: "completed"},
+	}
+	if diff := cmp.Diff(want, st.Attempts); diff != "" || st.Attempt != 3 || st.Claims != 2 || st.Status != "completed" {
+		t.Errorf("step = %s, attempt %d, %d claims, want completed, 3, 2; attempts (-want +got):\n%s", st.Status, st.Attempt, st.Claims, diff)
+	}
+	if e.srv.Requeue(job, "nope") || e.srv.Requeue(uuid.NewString(), "s") {
+		t.Error("Requeue() of an unknown step = true")
+	}
+}
+
+// TestRetries is the server's retry: config: a failed step with attempts
+// left is ready again at once, whether a complete or the recovery sweep
+// failed it; the last attempt's failure fails the job.
+func TestRetries(t *testing.T) {
+	t.Parallel()
+	c := &clock{t: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	e := newEnv(t, fakeserver.Options{Now: c.Now})
+	w := e.register(`["script"]`, `[]`, false)
+	spec := script("s")
+	spec.Retries = 2
+	job := e.srv.AddJob(fakeserver.JobSpec{Steps: []fakeserver.StepSpec{spec}})
+
+	e.claim(w, `["script"]`, `[]`, false)
+	e.post("/worker/jobs/"+job+"/steps/s/complete", `{"exit_code":3}`, 200)
+	if st, _ := e.srv.Step(job, "s"); st.Status != "ready" || st.Attempt != 2 {
+		t.Errorf("after attempt 1 failed: %s, attempt %d; want ready, attempt 2", st.Status, st.Attempt)
+	}
+	e.claim(w, `["script"]`, `[]`, false)
+	c.Add(121 * time.Second) // w falls silent
+	e.srv.Sweep()
+	if st, _ := e.srv.Step(job, "s"); st.Status != "ready" || st.Attempt != 3 || st.Attempts[1].Status != "failed" {
+		t.Errorf("after attempt 2 was failed by the sweep: %s, attempt %d, attempts %+v; want ready, attempt 3", st.Status, st.Attempt, st.Attempts)
+	}
+	e.post("/worker/heartbeat", `{"worker_id":"`+w+`"}`, 200)
+	e.claim(w, `["script"]`, `[]`, false)
+	e.post("/worker/jobs/"+job+"/steps/s/complete", `{"exit_code":3}`, 200)
+	st, _ := e.srv.Step(job, "s")
+	if j, _ := e.srv.Job(job); st.Status != "failed" || st.Attempt != 3 || j.Status != "failed" {
+		t.Errorf("after the last attempt failed: step %s, attempt %d, job %s; want failed, 3, failed", st.Status, st.Attempt, j.Status)
 	}
 }
