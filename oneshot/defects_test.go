@@ -3,10 +3,12 @@ package oneshot_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -229,6 +231,72 @@ func TestFullDiskLosesNothingSilently(t *testing.T) {
 			fmt.Sscanf(st.Error[strings.Index(st.Error, "\n")+1:], "%d log lines were lost", &lost)
 			if lost == 0 || len(lines)-2+lost != tt.lines {
 				t.Errorf("%d lines delivered and %d counted lost, want %d in all (error %q)", len(lines)-2, lost, tt.lines, st.Error)
+			}
+		})
+	}
+}
+
+// TestLostClaimAnswerAbandonsWorkerID: the server commits a claim but its
+// answer is lost. The worker id it went out with gets no further claim
+// and no heartbeat; claim-and-run forgets the persisted id (or, while it
+// may go on waiting, registers a fresh one), so the server's heartbeat
+// timeout fails the step instead of leaving it running for ever.
+func TestLostClaimAnswerAbandonsWorkerID(t *testing.T) {
+	t.Parallel()
+	for _, wait := range []time.Duration{0, 30 * time.Second} {
+		t.Run(fmt.Sprintf("wait=%s", wait), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, nil)
+			lost := e.job(map[string]any{"script": "echo never seen"}, 0)
+			var dropped atomic.Bool
+			e.srv.SetFault(func(r *http.Request) fakeserver.Fault {
+				if e.srv.Endpoint(r) == "POST /worker/jobs/claim" && dropped.CompareAndSwap(false, true) {
+					return fakeserver.Fault{DropAnswer: true}
+				}
+				return fakeserver.Fault{}
+			})
+			var next string
+			if wait > 0 {
+				next = e.job(map[string]any{"script": "echo next"}, 0)
+			}
+			out, err := e.run(ctxT(t), oneshot.Options{Wait: wait})
+			st := e.step(lost)
+			if st.Status != "running" || st.WorkerID == "" {
+				t.Fatalf("step whose claim answer was lost = %s by %q, want running (committed)", st.Status, st.WorkerID)
+			}
+			abandoned := st.WorkerID
+			claims, beats := 0, 0
+			for _, r := range e.srv.Requests() {
+				if !strings.Contains(string(r.Body), abandoned) {
+					continue
+				}
+				switch r.Path {
+				case "/worker/jobs/claim":
+					claims++
+				case "/worker/heartbeat":
+					if r.Time.After(st.StartedAt) {
+						beats++
+					}
+				}
+			}
+			if claims != 1 || beats != 0 {
+				t.Errorf("after the lost answer, id %s got %d claims and %d heartbeats; want the one claim and no heartbeat", abandoned, claims, beats)
+			}
+			persisted, _ := os.ReadFile(filepath.Join(e.cfg.WorkspaceDir, "worker-id"))
+			if strings.Contains(string(persisted), abandoned) {
+				t.Errorf("the abandoned id is still persisted for the next run")
+			}
+			if wait == 0 {
+				if err == nil || out.Claimed {
+					t.Errorf("Run() = %+v, %v; want an error (no answer) and no step", out, err)
+				}
+				return
+			}
+			if err != nil || !out.Claimed || out.WorkerID == abandoned {
+				t.Fatalf("Run() with time to wait = %+v, %v; want the next step claimed under a fresh id", out, err)
+			}
+			if got := e.step(next); got.Status != "completed" || got.WorkerID != out.WorkerID {
+				t.Errorf("next step = %s by %s, want completed by %s", got.Status, got.WorkerID, out.WorkerID)
 			}
 		})
 	}

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -238,10 +237,32 @@ func TestConcurrencyLimitIsExact(t *testing.T) {
 		}
 		return true
 	})
+	// Over the whole run, as the server saw it: no more than 3 steps were
+	// ever between their start and their completion at once.
+	if most := maxOverlap(h.srv.Requests()); most != 3 {
+		t.Errorf("at most %d steps ran at once, want exactly max_concurrent (3)", most)
+	}
 	h.signal()
 	if err := h.wait(); err != nil {
 		t.Errorf("Run() = %v", err)
 	}
+}
+
+// maxOverlap is the most steps that were started and not yet completed at
+// the same time, from the server's request log (in arrival order).
+func maxOverlap(reqs []fakeserver.Request) int {
+	running, most := 0, 0
+	for _, r := range reqs {
+		switch {
+		case r.Method != http.MethodPost || !strings.HasPrefix(r.Path, "/worker/jobs/"):
+		case strings.HasSuffix(r.Path, "/start"):
+			running++
+			most = max(most, running)
+		case strings.HasSuffix(r.Path, "/complete"):
+			running--
+		}
+	}
+	return most
 }
 
 func TestSecondSignalCancels(t *testing.T) {
@@ -330,7 +351,7 @@ func TestReregistersWhenRowRemoved(t *testing.T) {
 }
 
 func TestHealthEndpoints(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t, map[string]string{"heartbeat_interval_secs": "0.2"})
 	_, addr := h.start()
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + addr + path)
@@ -344,9 +365,9 @@ func TestHealthEndpoints(t *testing.T) {
 	if code, _ := get("/healthz"); code != 200 {
 		t.Errorf("/healthz = %d, want 200", code)
 	}
-	h.waitFor("a heartbeat", func(s *fakeserver.Server) bool { return true })
+	h.waitFor("two heartbeats", func(s *fakeserver.Server) bool { return countPath(s, "/worker/heartbeat") >= 2 })
 	if code, body := get("/readyz"); code != 200 {
-		t.Errorf("/readyz = %d %q, want 200", code, body)
+		t.Errorf("/readyz after heartbeats = %d %q, want 200", code, body)
 	}
 	job := h.srv.AddJob(scriptJob("m", "echo metrics"))
 	h.waitFor("step completed", func(s *fakeserver.Server) bool { return status(s, job) == "completed" })
@@ -360,12 +381,45 @@ func TestHealthEndpoints(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	var wg sync.WaitGroup
+	// A server that stops answering makes the worker unready after three
+	// heartbeat intervals.
+	h.srv.Down(true)
+	code, body := eventually(t, 30*time.Second, func() (int, string, bool) {
+		code, body := get("/readyz")
+		return code, body, code == http.StatusServiceUnavailable
+	})
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "no answer from the server") {
+		t.Errorf("/readyz with the server down = %d %q, want 503 saying the server does not answer", code, body)
+	}
+	h.srv.Down(false)
 	h.signal()
-	wg.Wait()
 	if err := h.wait(); err != nil {
 		t.Errorf("Run() = %v", err)
 	}
+}
+
+// eventually polls cond (every 20 ms) until it holds or within passes; it
+// returns cond's last values.
+func eventually(t *testing.T, within time.Duration, cond func() (int, string, bool)) (int, string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		code, body, ok := cond()
+		if ok || time.Now().After(deadline) {
+			return code, body
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func countPath(s *fakeserver.Server, path string) int {
+	n := 0
+	for _, r := range s.Requests() {
+		if r.Path == path && r.Status == http.StatusOK {
+			n++
+		}
+	}
+	return n
 }
 
 func TestIdleClaimsOncePerPollAndForksNothing(t *testing.T) {
