@@ -95,4 +95,3 @@ func countBeats(s *fakeserver.Server, id string, after time.Time) int {
 	}
 	return n
 }
-
