@@ -21,12 +21,12 @@ import (
 // TestStopGivesChildrenTheirGrace: the step's leader dies at once on the
 // cancel signal, while a child traps it and needs 3 s to clean up. The
 // child must get its grace (10 s here), whether its output still goes to
-// the step's pipes or elsewhere.
+// the step's pipes or elsewhere. Not parallel: the child is reparented to
+// this test process, and another test's step ending here would sweep it
+// (in a worker, each step has a process of its own).
 func TestStopGivesChildrenTheirGrace(t *testing.T) {
-	t.Parallel()
 	for name, redirect := range map[string]string{"output to the step": "", "output elsewhere": ">/dev/null 2>&1"} {
 		t.Run(name, func(t *testing.T) {
-			t.Parallel()
 			e := newEnv(t, map[string]string{"cancel_grace_secs": "10"})
 			dir := t.TempDir()
 			script := fmt.Sprintf(`sh -c 'trap "sleep 3; echo cleaned > %[1]s/done; exit 0" TERM; touch %[1]s/trapped; while :; do sleep 0.05; done' %[2]s &

@@ -207,9 +207,15 @@ func (w *worker) run(ctx context.Context, opts Options) (Outcome, error) {
 	current.Store(&first)
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	hbDone := make(chan struct{})
+	if !fresh && h.SupervisorPID == 0 {
+		// At once and before claiming: a scheduled run with no work is what
+		// keeps a persisted worker row active (scale to zero), and a beat
+		// left to the goroutine could be cut off by a run that ends at once.
+		w.beat(ctx, id)
+	}
 	go func() {
 		defer close(hbDone)
-		w.heartbeat(hbCtx, &current, !fresh && h.SupervisorPID == 0, h.SupervisorPID)
+		w.heartbeat(hbCtx, &current, h.SupervisorPID)
 	}()
 	defer func() { stopHB(); <-hbDone }()
 
@@ -245,27 +251,27 @@ func (w *worker) deliverPending(ctx context.Context) error {
 	return err
 }
 
-// heartbeat sends one at once (when the id was not just registered) and
-// then every heartbeat interval until ctx ends. Failures are logged only:
-// the step goes on, and the next beat may get through. A supervised child
-// leaves heartbeats to its supervisor while the supervisor lives: once it
-// is gone (its parent changed), the child heartbeats for itself until its
-// step is reported.
-func (w *worker) heartbeat(ctx context.Context, current *atomic.Pointer[string], now bool, supervisor int) {
+// beat sends one heartbeat; a failure is logged only: the step goes on,
+// and the next beat may get through.
+func (w *worker) beat(ctx context.Context, id string) {
+	if id == "" {
+		return // abandoned, nothing new registered
+	}
+	if err := w.client.Heartbeat(ctx, id); err != nil && ctx.Err() == nil {
+		w.log.Warn("heartbeat failed", slog.String("worker_id", id), slog.String("error", err.Error()))
+	}
+}
+
+// heartbeat beats every heartbeat interval until ctx ends. A supervised
+// child leaves heartbeats to its supervisor while the supervisor lives:
+// once it is gone (its parent changed), the child heartbeats for itself
+// until its step is reported.
+func (w *worker) heartbeat(ctx context.Context, current *atomic.Pointer[string], supervisor int) {
 	beat := func() {
 		if supervisor != 0 && os.Getppid() == supervisor {
 			return
 		}
-		id := *current.Load()
-		if id == "" {
-			return // abandoned, nothing new registered
-		}
-		if err := w.client.Heartbeat(ctx, id); err != nil && ctx.Err() == nil {
-			w.log.Warn("heartbeat failed", slog.String("worker_id", id), slog.String("error", err.Error()))
-		}
-	}
-	if now {
-		beat()
+		w.beat(ctx, *current.Load())
 	}
 	tick := time.NewTicker(w.cfg.HeartbeatInterval())
 	defer tick.Stop()

@@ -127,8 +127,8 @@ func (h *harness) start() (workerID, listen string) {
 		return r[0], r[1]
 	case err := <-h.done:
 		h.t.Fatalf("supervisor.Run() ended before ready: %v", err)
-	case <-time.After(30 * time.Second):
-		h.t.Fatal("supervisor not ready within 30 s")
+	case <-untilDeadline(h.t):
+		h.t.Fatal("supervisor not ready before the test's deadline")
 	}
 	return "", ""
 }
@@ -145,16 +145,33 @@ func (h *harness) wait() error {
 	select {
 	case err := <-h.done:
 		return err
-	case <-time.After(60 * time.Second):
-		h.t.Fatal("supervisor did not return within 60 s")
+	case <-untilDeadline(h.t):
+		h.t.Fatal("supervisor did not return before the test's deadline")
 		return nil
 	}
 }
 
+// untilDeadline fires a margin before go test's deadline: how long work
+// takes on a busy machine is not the tests' to guess.
+func untilDeadline(t *testing.T) <-chan time.Time {
+	d, ok := t.Deadline()
+	if !ok {
+		return nil
+	}
+	return time.After(time.Until(d) - 10*time.Second)
+}
+
 func (h *harness) waitFor(what string, cond func(*fakeserver.Server) bool) {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go func() {
+		select {
+		case <-untilDeadline(h.t):
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if err := h.srv.WaitFor(ctx, cond); err != nil {
 		h.t.Fatalf("waiting for %s: %v", what, err)
 	}
