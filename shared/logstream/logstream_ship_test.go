@@ -21,7 +21,6 @@ import (
 	"github.com/stroem-worker/stroem-worker/shared/logstream"
 )
 
-
 // decode turns request bodies back into lines.
 func decode(t *testing.T, bodies [][]byte) []api.LogLine {
 	t.Helper()
