@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/stroem-worker/stroem-worker/shared/config"
 )
@@ -81,6 +82,7 @@ func (g *Globals) load(extra map[string]string) (*config.Config, error) {
 	cfg, err := config.Load(config.LoadOptions{
 		Path:         g.Config,
 		PathExplicit: explicit,
+		Env:          environment(),
 		Flags:        g.flagOverrides(extra),
 	})
 	if err != nil {
@@ -97,3 +99,24 @@ func (g *Globals) logger(cfg *config.Config) *slog.Logger {
 	}
 	return log
 }
+
+// environment is the process environment for config loading, with the
+// token that hideToken took out of it.
+func environment() envMap {
+	m := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	if envToken != "" {
+		m[tokenEnv] = envToken
+	}
+	return m
+}
+
+// envMap looks variables up in a map (config loading can list it, to
+// report unknown STROEM__ names).
+type envMap map[string]string
+
+func (m envMap) Lookup(k string) (string, bool) { v, ok := m[k]; return v, ok }

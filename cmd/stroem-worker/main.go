@@ -17,10 +17,27 @@ import (
 	"github.com/alecthomas/kong"
 )
 
+// envToken is the worker token that came in the environment, taken out of
+// it by hideToken.
+var envToken string
+
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-func main() {
+func main() { os.Exit(process()) }
+
+// process is what a stroem-worker process does, from its first
+// instruction to its exit code (tests run it in a process of its own).
+func process() int {
+	token, err := hideToken()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "stroem-worker: warning:", err, "(the token stays readable in /proc/<pid>/environ)")
+	}
+	if token != "" {
+		// Read by config loading like any STROEM__ variable; the process's
+		// initial environment, what /proc shows, no longer holds it.
+		envToken = token
+	}
 	// STROEM_CPUPROFILE=path writes a CPU profile of this process (for
 	// scripts/bench and profiling; see README).
 	if path := os.Getenv("STROEM_CPUPROFILE"); path != "" {
@@ -29,11 +46,11 @@ func main() {
 				code := run(os.Args[1:], os.Stdout, os.Stderr)
 				pprof.StopCPUProfile()
 				f.Close()
-				os.Exit(code)
+				return code
 			}
 		}
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	return run(os.Args[1:], os.Stdout, os.Stderr)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
