@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -215,7 +216,7 @@ func makeRoot() (string, error) {
 	if len(base) > maxBaseLen {
 		base = "/tmp"
 	}
-	root, err := os.MkdirTemp(base, "stroem-dockertest-")
+	root, err := os.MkdirTemp(base, rootPrefix)
 	if err != nil {
 		return "", fmt.Errorf("creating engine directory: %w", err)
 	}
@@ -228,7 +229,21 @@ func makeRoot() (string, error) {
 		os.Remove(root)
 		return "", fmt.Errorf("engine directory %s is too long for unix sockets below it", root)
 	}
+	// Lets a later run recognise the directory as stale once this process
+	// is gone (see sweepStale).
+	if err := os.WriteFile(filepath.Join(root, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		os.Remove(root)
+		return "", fmt.Errorf("writing owner pid: %w", err)
+	}
 	return root, nil
+}
+
+// rootBases are where makeRoot puts engine directories.
+func rootBases() []string {
+	if base := os.TempDir(); len(base) <= maxBaseLen && base != "/tmp" {
+		return []string{base, "/tmp"}
+	}
+	return []string{"/tmp"}
 }
 
 // readyTimeout caps the wait for the first /_ping when ctx has no earlier
@@ -239,5 +254,7 @@ const readyTimeout = 2 * time.Minute
 const (
 	maxSocketPath       = 107 // sizeof(sockaddr_un.sun_path) - 1
 	maxBaseLen          = 40
+	rootPrefix          = "stroem-dockertest-"
+	ownerFile           = "owner.pid"
 	longestSocketSuffix = "/exec/containerd/containerd-debug.sock"
 )

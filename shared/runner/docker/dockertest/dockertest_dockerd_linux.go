@@ -51,6 +51,7 @@ func startDockerd(ctx context.Context, opts Options) (*Engine, error) {
 			return nil, err
 		}
 	}
+	sweepStale(opts.Logf)
 	drivers := []string{opts.StorageDriver}
 	if opts.StorageDriver == "" {
 		drivers = []string{"overlay2", "vfs"}

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -143,5 +146,32 @@ func TestUnescapeMount(t *testing.T) {
 	t.Parallel()
 	if got, want := unescapeMount(`/tmp/a\040b/c`), "/tmp/a b/c"; got != want {
 		t.Errorf("unescapeMount = %q, want %q", got, want)
+	}
+}
+
+func TestSweepStale(t *testing.T) {
+	t.Parallel()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := os.MkdirTemp("/tmp", rootPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := makeRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(stale); os.RemoveAll(live) })
+	if err := os.WriteFile(filepath.Join(stale, ownerFile), []byte(strconv.Itoa(dead.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sweepStale(t.Logf)
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale directory of dead pid %d after sweepStale: %v, want it gone", dead.Process.Pid, err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("directory of this process after sweepStale: %v, want it kept", err)
 	}
 }

@@ -231,3 +231,31 @@ func unescapeMount(s string) string {
 	}
 	return b.String()
 }
+
+// sweepStale removes engine directories whose test binary died without
+// stopping its engine (killed, or go test's timeout panic: dockerd then
+// shuts down on Pdeathsig but its directory, and sometimes mounts, stay).
+// A directory is stale when its owner process is gone and no process runs
+// from it any more; one without an owner file may be in creation and is
+// left alone.
+func sweepStale(logf func(string, ...any)) {
+	for _, base := range rootBases() {
+		dirs, _ := filepath.Glob(filepath.Join(base, rootPrefix+"*"))
+		for _, dir := range dirs {
+			b, err := os.ReadFile(filepath.Join(dir, ownerFile))
+			if err != nil {
+				continue
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil || pid <= 0 || syscall.Kill(pid, 0) != syscall.ESRCH || len(below(dir)) > 0 {
+				continue
+			}
+			mounts := unmountBelow(dir)
+			if err := os.RemoveAll(dir); err != nil {
+				logf("dockertest: removing stale engine directory %s: %v", dir, err)
+				continue
+			}
+			logf("dockertest: removed stale engine directory %s of dead process %d (%d mounts)", dir, pid, len(mounts))
+		}
+	}
+}
