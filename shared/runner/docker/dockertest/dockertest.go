@@ -105,19 +105,22 @@ func (e *LeftoverError) Error() string {
 // Engine is a running engine private to its starter. Its methods are safe
 // for concurrent use.
 type Engine struct {
-	kind     string
-	root     string // everything the engine writes lives below it
-	socket   string
-	driver   string
-	version  string // server version, e.g. 20.10.24+dfsg1
-	api      *apiClient
-	timings  Timings
-	cmd      *exec.Cmd
-	exited   chan struct{} // closed when cmd has been waited for
-	waitErr  error         // valid after exited is closed
-	logPath  string
-	stopOnce sync.Once
-	stopErr  error
+	kind    string
+	root    string // everything the engine writes lives below it
+	socket  string
+	driver  string
+	version string // server version, e.g. 20.10.24+dfsg1
+	api     *apiClient
+	timings Timings
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when cmd has been waited for
+	waitErr error         // valid after exited is closed
+	logPath string
+	// ownMounts are mount points the engine keeps after it exits by
+	// design (podman's storage), unmounted by Stop without complaint.
+	ownMounts []string
+	stopOnce  sync.Once
+	stopErr   error
 }
 
 // Host is the engine address in DOCKER_HOST form: "unix:///…/docker.sock".

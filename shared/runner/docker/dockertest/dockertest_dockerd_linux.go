@@ -190,14 +190,16 @@ func (e *Engine) waitReady(ctx context.Context) error {
 	}
 }
 
-// driverRejected reports whether dockerd's fatal error is about the storage
-// driver, e.g. "failed to start daemon: error initializing graphdriver:
+// driverRejected reports whether the engine's fatal error is about the
+// storage driver, e.g. "failed to start daemon: error initializing graphdriver:
 // driver not supported" or "'overlay2' is not supported over overlayfs".
 // Only the fatal line counts: normal start-up lines mention overlayfs too.
 func driverRejected(log string) bool {
 	for _, line := range strings.Split(log, "\n") {
 		l := strings.ToLower(line)
-		if !strings.Contains(l, "failed to start daemon") && !strings.Contains(l, "level=fatal") {
+		fatal := strings.Contains(l, "failed to start daemon") || strings.Contains(l, "level=fatal") ||
+			strings.HasPrefix(l, "error:") // podman
+		if !fatal {
 			continue
 		}
 		if strings.Contains(l, "graphdriver") || strings.Contains(l, "storage driver") ||

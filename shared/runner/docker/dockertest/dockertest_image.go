@@ -188,6 +188,9 @@ func (e *Engine) importImages(ctx context.Context, busyboxPath string) error {
 // importImage is `docker import`: POST /images/create?fromSrc=- with the
 // root file system as a tar body. The answer is a stream of JSON progress
 // messages; a failure may arrive as an errorDetail inside a 200 answer.
+// Podman 4.3 ignores repo and tag there (its query struct tags "repo" as
+// `shchema`), so an image the reference does not find is tagged by the ID
+// the stream reported.
 func (c *apiClient) importImage(ctx context.Context, ref string, changes []string, rootfs []byte) error {
 	i := strings.LastIndex(ref, ":")
 	if i < 0 || i < strings.LastIndex(ref, "/") {
@@ -200,9 +203,12 @@ func (c *apiClient) importImage(ctx context.Context, ref string, changes []strin
 		return err
 	}
 	defer resp.Body.Close()
+	id := ""
 	dec := json.NewDecoder(resp.Body)
 	for {
 		var msg struct {
+			Status      string `json:"status"`
+			ID          string `json:"id"`
 			Error       string `json:"error"`
 			ErrorDetail *struct {
 				Message string `json:"message"`
@@ -219,8 +225,20 @@ func (c *apiClient) importImage(ctx context.Context, ref string, changes []strin
 		if msg.Error != "" {
 			return fmt.Errorf("engine: %s", msg.Error)
 		}
+		switch {
+		case msg.ID != "":
+			id = msg.ID // podman
+		case strings.HasPrefix(msg.Status, "sha256:"):
+			id = msg.Status // docker
+		}
 	}
-	// The progress stream does not name the tag it set; inspecting it
-	// proves the reference resolves.
+	err = c.doJSON(ctx, http.MethodGet, "/images/"+ref+"/json", nil, nil, nil)
+	var ae *apiError
+	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || id == "" {
+		return err
+	}
+	if err := c.doJSON(ctx, http.MethodPost, "/images/"+id+"/tag", url.Values{"repo": {repo}, "tag": {tag}}, nil, nil); err != nil {
+		return fmt.Errorf("tagging imported image %s: %w", id, err)
+	}
 	return c.doJSON(ctx, http.MethodGet, "/images/"+ref+"/json", nil, nil, nil)
 }

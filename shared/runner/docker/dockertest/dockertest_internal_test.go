@@ -27,6 +27,7 @@ func TestDriverRejected(t *testing.T) {
 		{"backing fs", `failed to start daemon: error initializing graphdriver: backing file system is unsupported for this graph driver`, true},
 		{"unrelated fatal", `failed to start daemon: Error initializing network controller: error obtaining controller instance`, false},
 		{"overlay only in info lines", "level=info msg=\"loading plugin \\\"io.containerd.snapshotter.v1.overlayfs\\\"...\"\nfailed to start daemon: pid file found, ensure docker is not running", false},
+		{"podman overlay", `Error: kernel does not support overlay fs: 'overlay' is not supported over overlayfs`, true},
 		{"no fatal line", `level=info msg="Starting up"`, false},
 	}
 	for _, tt := range tests {

@@ -50,7 +50,11 @@ func (e *Engine) stop(ctx context.Context) error {
 	}
 	var left LeftoverError
 	left.Processes = killLeftovers(ctx, e.root)
-	left.Mounts = unmountBelow(e.root)
+	for _, mp := range unmountBelow(e.root) {
+		if !slices.Contains(e.ownMounts, mp) {
+			left.Mounts = append(left.Mounts, mp)
+		}
+	}
 	if len(left.Processes) > 0 || len(left.Mounts) > 0 {
 		errs = append(errs, &left)
 	}

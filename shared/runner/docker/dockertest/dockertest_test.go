@@ -35,8 +35,8 @@ func TestSharedEngine(t *testing.T) {
 	if got, want := eng.Env(), []string{"DOCKER_HOST=" + eng.Host()}; !cmp.Equal(got, want) {
 		t.Errorf("Env() = %q, want %q", got, want)
 	}
-	if d := eng.StorageDriver(); d != "overlay2" && d != "vfs" {
-		t.Errorf("StorageDriver() = %q, want overlay2 or vfs", d)
+	if d := eng.StorageDriver(); d != "overlay2" && d != "overlay" && d != "vfs" {
+		t.Errorf("StorageDriver() = %q, want overlay2 (podman: overlay) or vfs", d)
 	}
 	resp, err := eng.HTTPClient().Get("http://docker/_ping")
 	if err != nil {
