@@ -25,6 +25,15 @@
 // engine into a test failure instead of a skip, so CI cannot go green
 // without running the container tests.
 //
+// Engine behaviour seen through the harness that a runner must allow for
+// (BenchmarkAttachThroughput shows it): the container's output goes
+// through one pipeline to every consumer, so with the default json-file
+// log driver a burst of short lines is paced by the JSON logger (about
+// 0.3 MB/s for `yes` on 2 busy cores), and dockerd closes the output
+// streams 2 s after the process exits, dropping what is still queued. With
+// HostConfig.LogConfig.Type "none" the runner's attach is the only
+// consumer (it must then attach before start: there is no log to replay).
+//
 // It is not a Docker client for production code, not an image builder
 // beyond the three test images, and it does not pull: images only exist
 // because the harness imported them (POST /images/create?fromSrc=-). It is
