@@ -85,17 +85,18 @@ func (c *Config) validate() []error {
 	}
 
 	if len(c.Capabilities) == 0 {
-		bad("capabilities", "must not be empty; this worker runs script steps, so set capabilities: [script]")
+		bad("capabilities", "must not be empty; set the kinds of step this worker runs, e.g. capabilities: [script]")
 	}
 	for _, cp := range c.Capabilities {
 		switch cp {
-		case "script":
-		case "docker", "kubernetes", "agent":
-			bad("capabilities", "%q is a Strøm capability this worker does not have: it runs only script steps; remove it, and leave %s steps to the Rust worker", cp, cp)
+		case "script", "docker", "kubernetes":
+		case "agent":
+			bad("capabilities", "%q is a Strøm capability this worker does not have: it runs script, docker and kubernetes steps; remove it, and leave agent steps to the Rust worker", cp)
 		default:
-			bad("capabilities", "unknown capability %q; this worker knows only script (old name: shell)", cp)
+			bad("capabilities", "unknown capability %q; this worker knows script (old name: shell), docker and kubernetes", cp)
 		}
 	}
+	oneOf("docker.pull_policy", c.DockerPullPolicy, "if-not-present", "always", "never")
 	for _, t := range c.Tags {
 		if slices.Contains([]string{"script", "docker", "kubernetes", "agent"}, t) {
 			bad("tags", "%q is a capability, not a tag; move it to capabilities", t)
