@@ -322,14 +322,20 @@ func inlineScriptCommand(content string, l language, deps []string, interp strin
 // fileCommand runs a workspace file (script_exec.rs
 // build_container_file_cmd): plain shell executes it by path, anything
 // else through its interpreter.
+//
+// Unlike the reference worker, a plain shell file gets its args: it
+// passes `sh -c <path> sh <args...>`, where the args become the
+// positional parameters of the one-word script <path>, which runs the
+// file without them. Here the script is `<path> "$@"`. The path is
+// quoted when it is not a plain word (the reference worker leaves a path
+// with a space to split).
 func fileCommand(file string, l language, deps []string, interp string, args []string) []string {
 	if l == langShell && len(deps) == 0 && interp == "" {
-		out := []string{"sh", "-c", file}
-		if len(args) > 0 {
-			out = append(out, "sh")
-			out = append(out, args...)
+		if len(args) == 0 {
+			return []string{"sh", "-c", wordQuote(file)}
 		}
-		return out
+		out := []string{"sh", "-c", wordQuote(file) + ` "$@"`, "sh"}
+		return append(out, args...)
 	}
 	return []string{"sh", "-c", invocation(l, deps, interp, shellQuote(file), argsSuffix(args))}
 }

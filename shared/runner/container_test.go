@@ -53,8 +53,11 @@ func TestContainerCommandExact(t *testing.T) {
 		{"inline shell args", "a", "script", `{"script":"echo $1 $2","args":["--env","production"]}`,
 			[]string{"sh", "-c", "echo $1 $2", "sh", "--env", "production"}, nil},
 		{"source", "a", "script", `{"source":"deploy.sh"}`, []string{"sh", "-c", "/workspace/deploy.sh"}, nil},
+		// The reference worker passes ["sh","-c","/workspace/run.sh","sh","arg1","arg 2"],
+		// which runs run.sh without its args.
 		{"source args", "a", "script", `{"source":"run.sh","args":["arg1","arg 2"]}`,
-			[]string{"sh", "-c", "/workspace/run.sh", "sh", "arg1", "arg 2"}, nil},
+			[]string{"sh", "-c", `/workspace/run.sh "$@"`, "sh", "arg1", "arg 2"}, nil},
+		{"source with a space", "a", "script", `{"source":"my dir/run.sh"}`, []string{"sh", "-c", "'/workspace/my dir/run.sh'"}, nil},
 		{"library source", "lib.act", "script", `{"source":"run.sh"}`, []string{"sh", "-c", "/workspace/_libraries/lib/run.sh"}, nil},
 		{"absolute source", "a", "script", `{"source":"/opt/x.sh"}`, []string{"sh", "-c", "/opt/x.sh"}, nil},
 		{"script wins over source", "a", "script", `{"script":"true","source":"x.sh"}`, []string{"sh", "-c", "true"}, nil},
