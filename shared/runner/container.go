@@ -195,7 +195,8 @@ func (l language) toolchains() []toolchain {
 	return []toolchain{{"bash", ""}, {"sh", ""}}
 }
 
-// shellQuote single-quotes s for sh, '\” for each quote inside.
+// shellQuote single-quotes s for sh (a quote inside becomes quote,
+// backslash, quote, quote).
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
