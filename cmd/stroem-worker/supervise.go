@@ -23,13 +23,19 @@ func (c *SuperviseCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
+	log := g.logger(cfg)
+	set, err := runners(ctx, cfg, log, true)
+	if err != nil {
+		return err
+	}
 	// main's context ends on the first signal; the supervisor also needs
 	// the second one, to turn a drain into a cancel.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	return supervisor.Run(ctx, cfg, supervisor.Deps{
-		Logger:      g.logger(cfg),
+		Logger:      log,
+		Runners:     set,
 		ChildStderr: os.Stderr,
 		Signals:     sigs,
 		Version:     version,

@@ -70,6 +70,9 @@ type Config struct {
 	DockerHost string `json:"docker.host"`
 	// DockerPullPolicy is docker.pull_policy: if-not-present, always, never.
 	DockerPullPolicy string `json:"docker.pull_policy"`
+	// DockerNetwork is docker.network: the step containers' network mode
+	// ("" for the engine's default bridge; "none", "host", a network name).
+	DockerNetwork string `json:"docker.network"`
 	// KubeNamespace is kubernetes.namespace; "" means the service account's
 	// namespace in a cluster, else the kubeconfig context's, else default.
 	KubeNamespace string `json:"kubernetes.namespace"`
@@ -121,6 +124,7 @@ var keys = []key{
 	{"runner_image", func(c *Config) any { return &c.RunnerImage }},
 	{"docker.host", func(c *Config) any { return &c.DockerHost }},
 	{"docker.pull_policy", func(c *Config) any { return &c.DockerPullPolicy }},
+	{"docker.network", func(c *Config) any { return &c.DockerNetwork }},
 	{"kubernetes.namespace", func(c *Config) any { return &c.KubeNamespace }},
 	{"kubernetes.init_image", func(c *Config) any { return &c.KubeInitImage }},
 	{"kubernetes.runner_startup_configmap", func(c *Config) any { return &c.KubeStartupConfigMap }},

@@ -330,7 +330,7 @@ func TestSectionErrors(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct{ file, want string }{
 		{"docker:\n  hots: x\n", `:2: unknown key "docker.hots" (did you mean "docker.host"?)`},
-		{"docker: yes\n", `:1: docker: expected a section of keys (host, pull_policy), found a value`},
+		{"docker: yes\n", `:1: docker: expected a section of keys (host, pull_policy, network), found a value`},
 		{"docker:\n", ""},
 		{"docker: {}\n", ""},
 	} {

@@ -55,6 +55,9 @@ func ResolveHost(configured string, getenv func(string) string) Host {
 // cannot work: a configuration mistake, not an engine that is down.
 var ErrBadHost = errors.New("bad Docker engine address")
 
+// ErrTooOld matches an engine whose API is older than this client speaks.
+var ErrTooOld = errors.New("the Docker engine is too old")
+
 // APIError is a non-2xx answer of the engine. Its text is worded as the
 // reference worker's client (bollard) words it, which step errors quote.
 type APIError struct {
@@ -257,7 +260,7 @@ func negotiate(v Version) (string, error) {
 	case v.APIVersion == "":
 		return minAPIVersion, nil
 	case versionLess(v.APIVersion, minAPIVersion):
-		return "", fmt.Errorf("the Docker engine serves API %s (engine %s); the Docker runner needs %s or newer (Docker 20.10, podman 4)", v.APIVersion, v.Version, minAPIVersion)
+		return "", fmt.Errorf("%w: it serves API %s (engine %s); the Docker runner needs %s or newer (Docker 20.10, podman 4)", ErrTooOld, v.APIVersion, v.Version, minAPIVersion)
 	}
 	use := v.APIVersion
 	if versionLess(maxAPIVersion, use) {
