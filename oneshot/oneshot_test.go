@@ -22,10 +22,12 @@ import (
 	"github.com/stroem-worker/stroem-worker/oneshot"
 	"github.com/stroem-worker/stroem-worker/shared/config"
 	"github.com/stroem-worker/stroem-worker/shared/fakeserver"
+	"github.com/stroem-worker/stroem-worker/shared/runner/docker/dockertest"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain stops the container engine the Docker tests started, if any.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(dockertest.M(m)) }
 
 type env struct {
 	t   *testing.T
