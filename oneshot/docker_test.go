@@ -99,14 +99,17 @@ func TestDockerSteps(t *testing.T) {
 			t.Fatalf("Run() = %+v, %v", out, err)
 		}
 	}
+	// The order across the two streams is the engine's to keep (it does
+	// not); within each it is the step's.
 	logs := map[string][]string{}
 	for _, l := range d.srv.Logs(job) {
-		logs[l.Step] = append(logs[l.Step], l.Stream+": "+l.Line)
+		logs[l.Step+" "+l.Stream] = append(logs[l.Step+" "+l.Stream], l.Line)
 	}
 	want := map[string][]string{
-		"script": {"stdout: a", `stdout: OUTPUT: {"n":1}`, "stdout: ", "stdout: b", "stderr: err"},
-		"source": {"stdout: hello world from /workspace"},
-		"action": {"stdout: docker action", `stdout: OUTPUT: {"from":"docker"}`},
+		"script stdout": {"a", `OUTPUT: {"n":1}`, "", "b"},
+		"script stderr": {"err"},
+		"source stdout": {"hello world from /workspace"},
+		"action stdout": {"docker action", `OUTPUT: {"from":"docker"}`},
 	}
 	if diff := cmp.Diff(want, logs); diff != "" {
 		t.Errorf("logs (-want +got):\n%s", diff)

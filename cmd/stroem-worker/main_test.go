@@ -15,10 +15,12 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/stroem-worker/stroem-worker/shared/fakeserver"
+	"github.com/stroem-worker/stroem-worker/shared/runner/docker/dockertest"
 )
 
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){
+	// dockertest.M stops the engine the Docker scripts started, if any.
+	testscript.Main(dockertest.M(m), map[string]func(){
 		"stroem-worker": func() { os.Exit(process()) },
 	})
 }

@@ -521,12 +521,21 @@ func (c *Client) Kill(ctx context.Context, id, signal string) error {
 // Remove force-removes a container and its anonymous volumes. A container
 // that is already gone is no error.
 func (c *Client) Remove(ctx context.Context, id string) error {
+	_, err := c.removeFound(ctx, id)
+	return err
+}
+
+// removeFound is Remove that also says whether there was a container.
+func (c *Client) removeFound(ctx context.Context, id string) (bool, error) {
 	err := c.call(ctx, http.MethodDelete, "/containers/"+id, url.Values{"force": {"1"}, "v": {"1"}}, nil, nil)
 	var ae *APIError
-	if IsNotFound(err) || errors.As(err, &ae) && ae.Status == http.StatusConflict && strings.Contains(ae.Message, "already in progress") {
-		return nil
+	switch {
+	case IsNotFound(err):
+		return false, nil
+	case errors.As(err, &ae) && ae.Status == http.StatusConflict && strings.Contains(ae.Message, "already in progress"):
+		return true, nil
 	}
-	return err
+	return err == nil, err
 }
 
 // Summary is a container as GET /containers/json lists it.

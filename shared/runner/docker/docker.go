@@ -130,10 +130,13 @@ func (r *Runner) Kill(ctx context.Context, raw json.RawMessage) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	if err := c.Remove(ctx, h.ID); err != nil {
+	found, err := c.removeFound(ctx, h.ID)
+	if err != nil {
 		return fmt.Errorf("removing container %s: %w", h.Name, err)
 	}
-	r.log().Warn("removed the container a dead worker's step left", "container", h.Name)
+	if found {
+		r.log().Warn("removed the container a dead worker's step left", "container", h.Name)
+	}
 	return nil
 }
 
@@ -160,10 +163,13 @@ func (r *Runner) Sweep(ctx context.Context, lock func(key string) (unlock func()
 		if err != nil {
 			continue // a live worker process runs it
 		}
-		err = r.Client.Remove(ctx, c.ID)
+		found, err := r.Client.removeFound(ctx, c.ID)
 		unlock()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("removing leftover container %.12s: %w", c.ID, err))
+			continue
+		}
+		if !found {
 			continue
 		}
 		removed++

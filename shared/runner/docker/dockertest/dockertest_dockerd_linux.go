@@ -125,7 +125,7 @@ func launchDockerd(ctx context.Context, opts Options, bin, driver string, major 
 	if err != nil {
 		return fail(fmt.Errorf("creating engine log: %w", err))
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := engineCommand(bin, args)
 	cmd.Dir = root
 	cmd.Env = daemonEnv()
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -157,6 +157,29 @@ func launchDockerd(ctx context.Context, opts Options, bin, driver string, major 
 		e.version, e.timings.Ready.Round(time.Millisecond), e.api.version, e.driver,
 		info.CgroupVersion, info.CgroupDriver, e.Host())
 	return e, nil
+}
+
+// engineCommand runs the engine under a child subreaper of its own (tini
+// -s, which docker.io installs as docker-init, or catatonit, which podman
+// brings) when one is installed. The engine's runtime daemonizes its
+// shims (containerd-shim, conmon): they are reparented to the nearest
+// subreaper above them, and without one of its own that would be the
+// test binary itself when it is one too, as the worker makes itself
+// (oneshot tests): its orphan sweep would then kill the engine's shims
+// in the middle of other tests ("ttrpc: closed").
+func engineCommand(bin string, args []string) *exec.Cmd {
+	for _, w := range []struct {
+		name  string
+		flags []string
+	}{{"docker-init", []string{"-s", "--"}}, {"tini", []string{"-s", "--"}}, {"catatonit", []string{"--"}}} {
+		p, err := lookBinary(w.name)
+		if err != nil {
+			continue
+		}
+		argv := append(append(append([]string{}, w.flags...), bin), args...)
+		return exec.Command(p, argv...)
+	}
+	return exec.Command(bin, args...)
 }
 
 // waitReady polls GET /_ping until it answers OK, the engine exits, or

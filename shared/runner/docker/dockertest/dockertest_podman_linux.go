@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -137,7 +136,7 @@ func launchPodman(ctx context.Context, opts Options, bin, driver string) (*Engin
 	if err != nil {
 		return fail(fmt.Errorf("creating engine log: %w", err))
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := engineCommand(bin, args)
 	cmd.Dir = root
 	// Only these files configure the service: the machine's
 	// /etc/containers files are not read. TMPDIR: podman 4.3's import
