@@ -4,6 +4,7 @@
 //
 //	go run ./scripts/bench            # full run (a few minutes)
 //	go run ./scripts/bench -quick     # small sizes, for CI
+//	go run ./scripts/bench -only docker   # the Docker runner (root; starts its own dockerd)
 //
 // Everything talks to the built-in fake server on 127.0.0.1.
 package main
@@ -39,7 +40,8 @@ import (
 var (
 	quick    = flag.Bool("quick", false, "small sizes (CI)")
 	idleSecs = flag.Int("idle", 60, "seconds to watch an idle supervisor")
-	only     = flag.String("only", "", "comma-separated sections to run: lines,steps,pickup,logs,cancel,workspace,idle (default all)")
+	only     = flag.String("only", "", "comma-separated sections to run: lines,steps,pickup,logs,cancel,workspace,idle,docker (default all but docker)")
+	withDock = flag.Bool("docker", false, "also measure the Docker runner on a private dockerd (needs root, docker.io and busybox-static)")
 )
 
 type row struct{ metric, value, baseline, target string }
@@ -61,7 +63,12 @@ func main() {
 	build.Stderr = os.Stderr
 	check(build.Run())
 
-	want := func(s string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), s) }
+	want := func(s string) bool {
+		if s == "docker" && *withDock {
+			return true
+		}
+		return *only == "" && s != "docker" || slices.Contains(strings.Split(*only, ","), s)
+	}
 	b := &bench{bin: bin, dir: dir}
 	if want("lines") {
 		b.lines()
@@ -83,6 +90,9 @@ func main() {
 	}
 	if want("idle") {
 		b.idle()
+	}
+	if want("docker") {
+		b.docker()
 	}
 	printTable()
 }
@@ -173,8 +183,11 @@ func (b *bench) claimAndRun(s *server) (time.Duration, int64) {
 	cmd.Stderr = os.Stderr
 	start := time.Now()
 	check(cmd.Run())
-	return time.Since(start), cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+	return time.Since(start), maxRSS(cmd)
 }
+
+// maxRSS is a finished command's peak RSS in KiB.
+func maxRSS(cmd *exec.Cmd) int64 { return cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss }
 
 // lines: a step printing 1,000,000 numbered lines; every line must
 // arrive, in order.

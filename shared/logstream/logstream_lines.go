@@ -2,6 +2,7 @@ package logstream
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -144,4 +145,75 @@ func runeCut(data []byte, n int) int {
 		return start
 	}
 	return n
+}
+
+// LineWriter is ReadLines for output that arrives in writes rather than
+// from a reader (frames of a multiplexed stream): whatever the writes,
+// the lines are those ReadLines reads from the same bytes (only a line
+// over the cap holding invalid UTF-8 may be cut at other points, each
+// piece still valid and capped). The start of an unfinished line waits
+// for the next Write; Close emits a last line without '\n'. Not safe for
+// concurrent use.
+type LineWriter struct {
+	sp    splitter
+	carry []byte
+}
+
+// NewLineWriter returns a LineWriter calling emit for each line, cut at
+// maxLine bytes (MaxLineBytes if maxLine <= 0). The slice given to emit is
+// only valid during the call.
+func NewLineWriter(maxLine int, emit func(line []byte)) *LineWriter {
+	if maxLine <= 0 {
+		maxLine = MaxLineBytes
+	}
+	return &LineWriter{sp: splitter{maxLine: max(maxLine, utf8.UTFMax), emit: emit}}
+}
+
+// Write emits the lines p completes. It never fails.
+func (w *LineWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			w.carry = append(w.carry, p...)
+			w.cutLong()
+			break
+		}
+		line := p[:i]
+		if len(w.carry) > 0 {
+			w.carry = append(w.carry, line...)
+			line = w.carry
+		}
+		if k := len(line); k > 0 && line[k-1] == '\r' {
+			line = line[:k-1]
+		}
+		w.sp.out(line)
+		w.carry = w.carry[:0]
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+// cutLong emits what is surely not the end of an unfinished line, as
+// ReadLines does for a line longer than its buffer: more than maxLine+1
+// bytes are never kept.
+func (w *LineWriter) cutLong() {
+	start := 0
+	for len(w.carry)-start > w.sp.maxLine+1 {
+		cut := start + runeCut(w.carry[start:], w.sp.maxLine)
+		w.sp.out(w.carry[start:cut])
+		start = cut
+	}
+	if start > 0 {
+		w.carry = w.carry[:copy(w.carry, w.carry[start:])]
+	}
+}
+
+// Close emits the unfinished last line, if any.
+func (w *LineWriter) Close() error {
+	if len(w.carry) > 0 {
+		w.sp.out(w.carry)
+		w.carry = w.carry[:0]
+	}
+	return nil
 }

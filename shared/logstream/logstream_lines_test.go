@@ -174,3 +174,53 @@ func BenchmarkReadLines(b *testing.B) {
 		}
 	}
 }
+
+// TestLineWriterIsReadLines: whatever the writes are cut into, a
+// LineWriter emits the lines ReadLines reads from the same bytes.
+func TestLineWriterIsReadLines(t *testing.T) {
+	t.Parallel()
+	x16 := strings.Repeat("x", 16)
+	inputs := []struct {
+		in  string
+		max int
+	}{
+		{"a\nb\n", 0}, {"a\r\nb\r\n", 0}, {"a\r\r\n", 0}, {"a\rb\n", 0}, {"a\nb", 0}, {"a\nb\r", 0},
+		{"\n\na\n\n", 0}, {"", 0}, {"ok \xff\xfe end\n", 0}, {"a\xe2\x82\n", 0}, {"\x00\x01\x02\x7f\n", 0},
+		{strings.Repeat("x", 40) + "\n", 16}, {x16 + "\n" + x16, 16}, {x16 + "\r\n", 16}, {x16 + "y\n", 16},
+		{"aaaaaaaaaaaaaaé€x\n", 16}, {"aaaaaaaaaaaaaa🙂b\n", 16}, {"🙂🙂\n", 1},
+		{strings.Repeat("ab€ç🙂", 100) + "\r\nnext\n", 64},
+		{strings.Repeat("ab€ç🙂", 13108) + "\r\nnext\n" + strings.Repeat("é", 70000), 0},
+		{string(bytes.Repeat([]byte("a\xffb\xe2\x82"), 30_000)), 200_000},
+	}
+	for i, tt := range inputs {
+		want := readAll(t, tt.in, tt.max)
+		for _, size := range []int{1, 3, 7, 4096, 65536, len(tt.in) + 1} {
+			var got []string
+			w := logstream.NewLineWriter(tt.max, func(l []byte) { got = append(got, string(l)) })
+			for rest := tt.in; len(rest) > 0; {
+				n := min(size, len(rest))
+				w.Write([]byte(rest[:n]))
+				rest = rest[n:]
+			}
+			w.Close()
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("input %d in writes of %d bytes (-ReadLines +LineWriter):\n%s", i, size, diff)
+			}
+		}
+	}
+	// Invalid bytes in a line longer than the cap: the pieces may be cut
+	// elsewhere than ReadLines cuts them, but each is valid and capped.
+	in := bytes.Repeat([]byte("a\xffb\xe2\x82"), 30_000)
+	n := 0
+	w := logstream.NewLineWriter(0, func(l []byte) {
+		n++
+		if len(l) > logstream.MaxLineBytes || !utf8.Valid(l) {
+			t.Fatalf("line %d: %d bytes, valid %v", n, len(l), utf8.Valid(l))
+		}
+	})
+	w.Write(in)
+	w.Close()
+	if n < 2 {
+		t.Errorf("%d lines from %d bytes, want several", n, len(in))
+	}
+}

@@ -345,24 +345,50 @@ func (r *Runner) remove(ctx context.Context, id string, log *slog.Logger) {
 // header {stream, 0, 0, 0, big-endian size} and size bytes) and hands each
 // stream's lines to out, split per stream, so a line written in pieces or
 // many lines written at once come out as the lines they are.
+//
+// The stream is read ahead of the line splitting, up to queuedFrames
+// frames: the engine copies a container's output to the attached
+// connection one write at a time, and would otherwise wait for every
+// frame's lines to be spooled before it reads the next write.
 func demux(r io.Reader, out runner.Output) error {
-	outR, outW := io.Pipe()
-	errR, errW := io.Pipe()
+	frames := make(chan frame, queuedFrames)
+	free := make(chan []byte, queuedFrames+2)
 	var wg sync.WaitGroup
-	lines := func(pr *io.PipeReader, stream string) {
-		err := logstream.ReadLines(pr, runner.MaxLineBytes, func(line []byte) { out.Line(stream, line) })
-		pr.CloseWithError(err) // a writer still writing must not block
-	}
-	wg.Go(func() { lines(outR, runner.Stdout) })
-	wg.Go(func() { lines(errR, runner.Stderr) })
-	err := copyFrames(r, outW, errW)
-	outW.Close()
-	errW.Close()
+	wg.Go(func() {
+		lines := map[byte]*logstream.LineWriter{
+			1: logstream.NewLineWriter(runner.MaxLineBytes, func(l []byte) { out.Line(runner.Stdout, l) }),
+			2: logstream.NewLineWriter(runner.MaxLineBytes, func(l []byte) { out.Line(runner.Stderr, l) }),
+		}
+		for f := range frames {
+			lines[f.stream].Write(f.data)
+			select {
+			case free <- f.data[:0]:
+			default:
+			}
+		}
+		lines[1].Close()
+		lines[2].Close()
+	})
+	err := readFrames(r, frames, free)
+	close(frames)
 	wg.Wait()
 	return err
 }
 
-func copyFrames(r io.Reader, stdout, stderr io.Writer) error {
+// queuedFrames bounds the frames read ahead (the engine's frames are at
+// most 32 KiB: 2 MiB in all).
+const queuedFrames = 64
+
+// maxFrame is far above any frame an engine sends (Docker's are at most
+// 32 KiB); a larger size means the stream is not what it should be.
+const maxFrame = 16 << 20
+
+type frame struct {
+	stream byte // 1 stdout, 2 stderr
+	data   []byte
+}
+
+func readFrames(r io.Reader, frames chan<- frame, free <-chan []byte) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var hdr [8]byte
 	for {
@@ -371,22 +397,34 @@ func copyFrames(r io.Reader, stdout, stderr io.Writer) error {
 		} else if err != nil {
 			return fmt.Errorf("reading frame header: %w", err)
 		}
-		size := int64(binary.BigEndian.Uint32(hdr[4:]))
-		var w io.Writer
-		switch hdr[0] {
+		size := int(binary.BigEndian.Uint32(hdr[4:]))
+		if size > maxFrame {
+			return fmt.Errorf("a frame of %d bytes: not the engine's stream format", size)
+		}
+		stream := hdr[0]
+		switch stream {
 		case 0, 1:
-			w = stdout
+			stream = 1
 		case 2:
-			w = stderr
 		case 3: // the engine's own error about the stream
-			msg, _ := io.ReadAll(io.LimitReader(br, size))
+			msg, _ := io.ReadAll(io.LimitReader(br, int64(size)))
 			return fmt.Errorf("engine: %s", strings.TrimSpace(string(msg)))
 		default:
 			return fmt.Errorf("unknown stream %d in frame header", hdr[0])
 		}
-		if _, err := io.CopyN(w, br, size); err != nil {
+		var buf []byte
+		select {
+		case buf = <-free:
+		default:
+		}
+		if cap(buf) < size {
+			buf = make([]byte, size, max(size, 32<<10))
+		}
+		buf = buf[:size]
+		if _, err := io.ReadFull(br, buf); err != nil {
 			return fmt.Errorf("reading frame: %w", err)
 		}
+		frames <- frame{stream, buf}
 	}
 }
 
