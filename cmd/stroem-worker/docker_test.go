@@ -49,6 +49,7 @@ func TestDockerScripts(t *testing.T) {
 			"serverstate": cmdServerState,
 			"exitcode":    cmdExitCode,
 			"waitlog":     cmdWaitLog,
+			"waitstep":    cmdWaitStep,
 			"containers":  cmdContainers,
 		},
 	})
