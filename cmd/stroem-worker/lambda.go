@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -30,6 +31,9 @@ type LambdaResult struct {
 
 // Run serves invocations until the runtime stops the process.
 func (c *LambdaCmd) Run(ctx context.Context, g *Globals) error {
+	if os.Getenv("AWS_LAMBDA_RUNTIME_API") == "" {
+		return &usageError{errors.New("lambda: AWS_LAMBDA_RUNTIME_API is not set: this command is the bootstrap of an AWS Lambda custom runtime and runs only inside Lambda; elsewhere run claim-and-run")}
+	}
 	cfg, err := g.load(nil)
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -74,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitWith
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "stroem-worker:", err)
+		fmt.Fprintln(stderr, "stroem-worker:", explainParseError(parser, err))
 		return ExitUsage
 	}
 	cli.Globals.stdout, cli.Globals.stderr = stdout, stderr
@@ -106,8 +107,59 @@ func newParser(ctx context.Context, cli *CLI, stdout, stderr io.Writer, exit fun
 		kong.Name("stroem-worker"),
 		kong.Description("A worker for the Strøm workflow orchestration platform.\n\n"+exitCodeHelp()),
 		kong.UsageOnError(),
+		// "--max-concurrent -2" is a value (refused by validation with a
+		// reason), not a short flag kong does not know.
+		kong.WithHyphenPrefixedParameters(true),
+		kong.ExplicitGroups([]kong.Group{{Key: "overrides", Title: "Config overrides (each sets the config key of the same name; see `config check`):"}}),
 		kong.Writers(stdout, stderr),
 		kong.Exit(exit),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 	)
+}
+
+// explainParseError adds what kong leaves out: an unknown word where a
+// command belongs (the default command takes no arguments) gets the list
+// of commands and the closest one.
+func explainParseError(parser *kong.Kong, err error) string {
+	word, ok := strings.CutPrefix(err.Error(), "unexpected argument ")
+	if !ok || strings.HasPrefix(word, "-") {
+		return err.Error()
+	}
+	var names []string
+	best, bestDist := "", 4
+	for _, c := range parser.Model.Children {
+		if c.Hidden {
+			continue
+		}
+		names = append(names, c.Name)
+		if d := levenshtein(word, c.Name); d < bestDist {
+			best, bestDist = c.Name, d
+		}
+	}
+	msg := fmt.Sprintf("unknown command %q", word)
+	if best != "" {
+		msg += fmt.Sprintf(" (did you mean %s?)", best)
+	}
+	return msg + "; commands: " + strings.Join(names, ", ")
+}
+
+// levenshtein is the edit distance of a and b.
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
