@@ -27,9 +27,12 @@ if [ "${1:-}" = "-print" ]; then
 	exit 0
 fi
 
-# up_to_date NAME WANT: the binary exists and its --version output contains WANT.
+# up_to_date NAME WANT: the binary exists and its --version output contains
+# WANT. (Not a pipe into grep -q: with pipefail, the SIGPIPE the binary may
+# get when grep stops reading early would count as a failure.)
 up_to_date() {
-	[ -x "$bin_dir/$1" ] && "$bin_dir/$1" --version 2>/dev/null | grep -qF -- "$2"
+	local out
+	[ -x "$bin_dir/$1" ] && out=$("$bin_dir/$1" --version 2>/dev/null) && [[ $out == *"$2"* ]]
 }
 current() {
 	up_to_date kube-apiserver "Kubernetes $kube_version" &&
