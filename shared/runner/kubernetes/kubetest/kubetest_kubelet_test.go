@@ -398,3 +398,45 @@ func TestDeletion(t *testing.T) {
 		createPod(t, ctx, cs, ns, stepPod("slow"))
 	})
 }
+
+// TestEvicted finds the runner's pod by label and fails it the way an
+// eviction does: phase Failed with a reason, containers not terminated.
+func TestEvicted(t *testing.T) {
+	t.Parallel()
+	s := kubetest.Start(t)
+	ns := s.Namespace(t)
+	k := kubetest.NewKubelet(t, s, kubetest.KubeletOptions{Namespace: ns})
+	ctx := testContext(t)
+	pod := stepPod("evicted-x7k2")
+	pod.Labels["stroem.io/job-id"] = "0d8c9a1e"
+	createPod(t, ctx, s.Client(), ns, stepPod("other"))
+	createPod(t, ctx, s.Client(), ns, pod)
+	p, err := k.WaitForPod(ctx, ns, "app=stroem-step,stroem.io/job-id=0d8c9a1e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Name != pod.Name {
+		t.Fatalf("WaitForPod() = %s, want %s", p.Name, pod.Name)
+	}
+	if err := k.Bind(ctx, ns, p.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.RunPod(ctx, ns, p.Name); err != nil {
+		t.Fatal(err)
+	}
+	p, err = k.SetPhase(ctx, ns, p.Name, corev1.PodFailed, "Evicted", "The node was low on resource: memory.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Status.Phase != corev1.PodFailed || p.Status.Reason != "Evicted" {
+		t.Errorf("after SetPhase: phase %q reason %q, want Failed Evicted", p.Status.Phase, p.Status.Reason)
+	}
+	// A terminal phase is final, whatever the containers do next.
+	p, err = k.SetContainer(ctx, ns, p.Name, "sidecar", kubetest.Terminated(0, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Status.Phase != corev1.PodFailed {
+		t.Errorf("phase after a container update = %q, want Failed", p.Status.Phase)
+	}
+}
