@@ -68,8 +68,8 @@ func contentType(path string) string {
 // uploadArtifacts uploads every regular file under dir. Links and other
 // non-regular files, and names the server would refuse, are skipped with
 // a warning. It returns the first upload that failed after its retries.
-func (r *runner) uploadArtifacts(ctx context.Context, step *api.Step, dir string, log *slog.Logger) (int, error) {
-	client := r.client.WithRetry(api.Retry{Attempts: 3, Initial: 250 * time.Millisecond, Max: 500 * time.Millisecond})
+func (w *worker) uploadArtifacts(ctx context.Context, step *api.Step, dir string, log *slog.Logger) (int, error) {
+	client := w.client.WithRetry(api.Retry{Attempts: 3, Initial: 250 * time.Millisecond, Max: 500 * time.Millisecond})
 	uploaded := 0
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {

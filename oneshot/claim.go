@@ -2,66 +2,70 @@ package oneshot
 
 import (
 	"context"
-	"errors"
 	"log/slog"
-	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/stroem-worker/stroem-worker/shared/api"
+	"github.com/stroem-worker/stroem-worker/shared/claim"
 )
 
-// claim asks for a step, polling every poll interval until wait is over.
-// It returns the (possibly re-registered) worker id.
-func (r *runner) claim(ctx context.Context, id string, wait time.Duration, log *slog.Logger) (*api.Step, string, error) {
+// claim asks for a step, polling every poll interval until wait is over,
+// by the one claim policy (package claim). It returns the worker id the
+// step was claimed with: a new registration replaces id, and current
+// (what heartbeats go to) follows it.
+func (w *worker) claim(ctx context.Context, id string, wait time.Duration, current *atomic.Pointer[string], log *slog.Logger) (*api.Step, string, error) {
 	until := time.Now().Add(wait)
 	reregistered := false
-	tick := time.NewTicker(r.cfg.PollInterval())
+	tick := time.NewTicker(w.cfg.PollInterval())
 	defer tick.Stop()
 	for {
 		// Not cut by a stop signal or the deadline: the server may commit
 		// the claim before answering, and a step whose answer we dropped
-		// would stay running under our id. Each try is bounded by the
-		// request timeout; the stop is honoured between polls.
-		step, err := r.client.Claim(context.WithoutCancel(ctx), api.ClaimRequest{
-			WorkerID:     id,
-			Capabilities: r.cfg.Capabilities,
-			Tags:         r.cfg.Tags,
-			Exclusive:    r.cfg.Exclusive,
-		})
-		var se *api.StatusError
-		switch {
-		case step != nil:
+		// would stay running under our id. The request timeout bounds it;
+		// the stop is honoured between polls.
+		step, err := claim.Once(context.WithoutCancel(ctx), w.client, w.cfg, id)
+		more := time.Now().Before(until)
+		switch v := claim.Judge(step, err); {
+		case v == claim.Work:
 			if err != nil {
-				// A step that came without required fields is still ours:
-				// runStep reports it failed instead of stranding it.
-				log.Warn("claimed a malformed step", "error", err.Error())
+				log.Warn("claimed a malformed step; it is reported failed", "error", err.Error())
 			}
 			log.Info("claimed step", "job_id", step.JobID, "step", step.StepName)
 			return step, id, nil
-		case err == nil || ctx.Err() != nil:
-			// No work (or stopping: a failure after the stop is not news).
-		case errors.Is(err, api.ErrClaimRejected):
+		case ctx.Err() != nil:
+			// Stopping: a failure after the stop is not news.
+			if v == claim.Abandon {
+				w.abandon(ctx, id, false, current, log)
+			}
+			return nil, id, nil
+		case v == claim.Idle && err != nil:
 			log.Warn("the server failed the step it picked; polling on", "error", err.Error())
-		case errors.As(err, &se) && se.Status == http.StatusInternalServerError && !reregistered:
-			// The worker row may be gone (retention): the server answers
-			// heartbeats with 200 but claims with 500 (contract §8).
+		case v == claim.Reregister && !reregistered:
 			log.Warn("claim answered 500; registering again in case the worker row was removed")
 			reregistered = true
-			nid, rerr := r.register(ctx)
+			nid, rerr := w.register(ctx)
 			if rerr != nil {
 				return nil, id, rerr
 			}
 			id = nid
+			current.Store(&nid)
 			continue
-		case errors.Is(err, api.ErrUnauthorized), !api.IsTransient(err):
-			return nil, id, err
-		default:
-			if !time.Now().Before(until) {
-				return nil, id, err
+		case v == claim.Abandon:
+			// The claim may be committed under id: no more heartbeats or
+			// claims for it, so the server's heartbeat timeout fails (and,
+			// with retry:, re-queues) the step we never heard of.
+			nid, rerr := w.abandon(ctx, id, more, current, log)
+			if !more || rerr != nil {
+				return nil, nid, err
 			}
+			id = nid
+		case v == claim.Fatal, v == claim.Reregister, (v == claim.Retry && !more):
+			return nil, id, err
+		case v == claim.Retry:
 			log.Warn("claim failed; polling on", "error", err.Error())
 		}
-		if !time.Now().Before(until) {
+		if !more {
 			return nil, id, nil
 		}
 		select {
@@ -70,4 +74,26 @@ func (r *runner) claim(ctx context.Context, id string, wait time.Duration, log *
 		case <-tick.C:
 		}
 	}
+}
+
+// abandon gives up worker id after a claim whose answer was lost. When
+// claiming goes on, a fresh id is registered (and persisted); otherwise
+// the persisted id is only forgotten, so the next run registers anew.
+func (w *worker) abandon(ctx context.Context, id string, goOn bool, current *atomic.Pointer[string], log *slog.Logger) (string, error) {
+	log.Warn("a claim got no answer and may have been committed; abandoning this worker id so the server's heartbeat timeout fails the step", "worker_id", id)
+	if !goOn {
+		w.forgetID(id)
+		empty := ""
+		current.Store(&empty)
+		return "", nil
+	}
+	nid, err := w.register(ctx)
+	if err != nil {
+		w.forgetID(id)
+		empty := ""
+		current.Store(&empty)
+		return "", err
+	}
+	current.Store(&nid)
+	return nid, nil
 }

@@ -9,23 +9,27 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
-	"github.com/stroem-worker/stroem-worker/shared/api"
+	"github.com/stroem-worker/stroem-worker/shared/atomicfile"
+	"github.com/stroem-worker/stroem-worker/shared/claim"
 )
 
 // workerIDFile is where a one-shot keeps its worker id between runs, so
 // that a cron job does not add a worker row every minute (contract §8).
 const workerIDFile = "worker-id"
 
+// ErrBadWorkerID: STROEM_WORKER_ID (or --worker-id) is not a UUID.
+var ErrBadWorkerID = errors.New("worker id is not a UUID")
+
 // identity returns the worker id to use, and whether it was registered
 // just now (then no heartbeat is needed at once: register sets it).
-func (r *runner) identity(ctx context.Context, given string) (string, bool, error) {
+func (w *worker) identity(ctx context.Context, given string) (string, bool, error) {
 	if given != "" {
 		if _, err := uuid.Parse(given); err != nil {
-			return "", false, fmt.Errorf("STROEM_WORKER_ID %q is not a UUID: %w", given, err)
+			return "", false, fmt.Errorf("STROEM_WORKER_ID %q: %w: set it to a worker id the server issued (a UUID), or unset it to use the persisted one", given, ErrBadWorkerID)
 		}
 		return given, false, nil
 	}
-	path := filepath.Join(r.cfg.WorkspaceDir, workerIDFile)
+	path := filepath.Join(w.cfg.WorkspaceDir, workerIDFile)
 	data, err := os.ReadFile(path)
 	switch {
 	case err == nil:
@@ -33,48 +37,33 @@ func (r *runner) identity(ctx context.Context, given string) (string, bool, erro
 		if _, perr := uuid.Parse(id); perr == nil {
 			return id, false, nil
 		}
-		r.log.Warn("ignoring a malformed persisted worker id", "path", path)
+		w.log.Warn("ignoring a malformed persisted worker id", "path", path)
 	case !errors.Is(err, os.ErrNotExist):
 		return "", false, fmt.Errorf("reading persisted worker id: %w", err)
 	}
-	id, err := r.register(ctx)
+	id, err := w.register(ctx)
 	return id, true, err
 }
 
 // register adds a worker row and persists its id for the next run.
-func (r *runner) register(ctx context.Context) (string, error) {
-	id, err := r.client.Register(ctx, api.RegisterRequest{
-		Name:         r.cfg.WorkerName,
-		Capabilities: r.cfg.Capabilities,
-		Tags:         r.cfg.Tags,
-		Exclusive:    r.cfg.Exclusive,
-		Version:      r.version,
-	})
+func (w *worker) register(ctx context.Context) (string, error) {
+	id, err := w.client.Register(ctx, claim.Registration(w.cfg, w.version))
 	if err != nil {
 		return "", err
 	}
-	if err := writeFileAtomic(filepath.Join(r.cfg.WorkspaceDir, workerIDFile), []byte(id+"\n")); err != nil {
+	if err := atomicfile.Write(filepath.Join(w.cfg.WorkspaceDir, workerIDFile), []byte(id+"\n"), true); err != nil {
 		// Not fatal: this run has its id; the next run registers again.
-		r.log.Warn("could not persist the worker id", "error", err.Error())
+		w.log.Warn("could not persist the worker id", "error", err.Error())
 	}
-	r.log.Info("registered worker", "worker_id", id, "name", r.cfg.WorkerName)
+	w.log.Info("registered worker", "worker_id", id, "name", w.cfg.WorkerName)
 	return id, nil
 }
 
-// writeFileAtomic writes a 0600 file through a temporary name and rename,
-// so that a concurrent reader never sees half a file.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
+// forgetID removes the persisted worker id if it is id, so the next run
+// registers a fresh one.
+func (w *worker) forgetID(id string) {
+	path := filepath.Join(w.cfg.WorkspaceDir, workerIDFile)
+	if data, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(data)) == id {
+		os.Remove(path)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -7,49 +7,44 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"github.com/stroem-worker/stroem-worker/shared/api"
 	"github.com/stroem-worker/stroem-worker/shared/config"
+	"github.com/stroem-worker/stroem-worker/shared/delivery"
+	"github.com/stroem-worker/stroem-worker/shared/handoff"
 	"github.com/stroem-worker/stroem-worker/shared/process"
-	"github.com/stroem-worker/stroem-worker/shared/redact"
-	"github.com/stroem-worker/stroem-worker/shared/workspace"
+	"github.com/stroem-worker/stroem-worker/shared/runner"
+	"github.com/stroem-worker/stroem-worker/shared/runner/local"
 )
 
-// Sentinels the command line maps to exit codes (errors.Is).
-var (
-	// ErrNotDelivered: the step ran but its logs or result could not be
-	// delivered within delivery_timeout_secs. The spool is kept on disk and
-	// the next claim-and-run or supervise delivers it before claiming.
-	ErrNotDelivered = errors.New("step result not delivered")
-)
+// ErrNotDelivered: the step ran but its logs or result could not be
+// delivered within delivery_timeout_secs. The spool is kept on disk and
+// the next claim-and-run or supervise delivers it before claiming.
+var ErrNotDelivered = errors.New("step result not delivered")
 
 // Options are the per-run settings of claim-and-run that are not config.
 type Options struct {
 	// Wait keeps polling for work this long before giving up (0 = claim once).
 	Wait time.Duration
 	// WorkerID, when set, is used instead of a persisted or new id
-	// (STROEM_WORKER_ID; the supervisor passes its own).
+	// (STROEM_WORKER_ID).
 	WorkerID string
-	// Step, when set, is a step already claimed by a supervisor: no claim.
-	Step *api.Step
-	// Deadline, when set, is a hard end for the whole run: the step is
-	// cancelled in time to report it (Kubernetes activeDeadlineSeconds,
-	// Lambda invocation deadline).
-	Deadline time.Time
-	// SupervisorPID is the supervising process, when there is one: while
-	// it lives it heartbeats for the worker id, and the child does not.
-	SupervisorPID int
+	// Handoff, when set, is a step a supervisor claimed: no claim, and its
+	// worker id, attempt and supervisor come with it.
+	Handoff *handoff.Handoff
 	// Events, when set, receives progress reports for a supervisor.
-	Events *EventWriter
-	// DeliverBy, when set, is when the process will be killed (a pod's
-	// active deadline, a Lambda invocation's end): delivery after the step
-	// ends is cut to fit before it. Set Deadline earlier, leaving room for
-	// cancel_grace and delivery.
-	DeliverBy time.Time
-	// DeadlineMessage is the note on a step stopped by Deadline
+	Events *handoff.Writer
+	// HardDeadline, when set, is when the process will be killed (a pod's
+	// active deadline, a Lambda invocation's end). The step is stopped
+	// Reserve before it, and delivery after the step is cut to fit.
+	HardDeadline time.Time
+	// Reserve is the time kept back before HardDeadline to stop the step
+	// and deliver its result. Zero: cancel_grace_secs plus 10% of the
+	// time left (at least 5 s). It is never more than half the time left.
+	Reserve time.Duration
+	// DeadlineMessage is the note on a step stopped by the deadline
 	// (default "Worker deadline reached").
 	DeadlineMessage string
 }
@@ -58,9 +53,11 @@ type Options struct {
 type Deps struct {
 	Logger     *slog.Logger
 	HTTPClient *http.Client
-	// Environ is the environment steps inherit (before secrets are removed);
-	// nil means os.Environ().
+	// Environ is the environment local steps inherit (before secrets are
+	// removed); nil means os.Environ().
 	Environ []string
+	// Runners run the steps, by kind; nil runs local steps only.
+	Runners runner.Set
 	// Version is sent as the worker version at registration.
 	Version string
 }
@@ -90,55 +87,49 @@ func (o Outcome) Succeeded() bool { return o.Claimed && o.ExitCode == 0 && o.Err
 
 // Run is claim-and-run: at most one step, start to finish.
 func Run(ctx context.Context, cfg *config.Config, opts Options, deps Deps) (Outcome, error) {
-	r, err := newRunner(cfg, deps)
+	w, err := newWorker(cfg, opts, deps)
 	if err != nil {
 		return Outcome{}, err
 	}
-	if !opts.Deadline.IsZero() {
+	if deadline := stepDeadline(opts, cfg, time.Now()); !deadline.IsZero() {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, opts.Deadline)
+		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	r.events = opts.Events
-	r.deadlineMsg = opts.DeadlineMessage
-	r.deliverBy = opts.DeliverBy
-	if r.deadlineMsg == "" {
-		r.deadlineMsg = "Worker deadline reached"
-	}
-	return r.run(ctx, opts)
+	return w.run(ctx, opts)
 }
 
-// runner holds what one claim-and-run needs; it lives for one Run.
-type runner struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	client  *api.Client
-	environ []string
-	version string
-	events  *EventWriter
-	// redactor masks the running step's secrets in its output.
-	redactor *redact.Redactor
+// stepDeadline is when a run with a hard deadline stops its step: early
+// enough for cancel_grace and delivery to fit before the hard end.
+func stepDeadline(opts Options, cfg *config.Config, now time.Time) time.Time {
+	if opts.HardDeadline.IsZero() {
+		return time.Time{}
+	}
+	left := opts.HardDeadline.Sub(now)
+	reserve := opts.Reserve
+	if reserve <= 0 {
+		reserve = cfg.CancelGrace() + max(5*time.Second, left/10)
+	}
+	return opts.HardDeadline.Add(-min(reserve, left/2))
+}
+
+// worker holds what one claim-and-run needs; it lives for one Run.
+type worker struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	client    *api.Client
+	environ   []string
+	version   string
+	runners   runner.Set
+	events    *handoff.Writer
+	deliverer *delivery.Deliverer
 	// deadlineMsg notes a step stopped by the run's deadline.
 	deadlineMsg string
 	// deliverBy bounds delivery after the step (zero: no bound).
 	deliverBy time.Time
 }
 
-// workspaces is the workspace cache under workspace_dir.
-func (r *runner) workspaces() *workspace.Cache {
-	return &workspace.Cache{
-		Root: filepath.Join(r.cfg.WorkspaceDir, "workspaces"),
-		Fetch: func(ctx context.Context, ws, rev, etag string) (workspace.Tarball, error) {
-			tb, err := r.client.WithRetry(api.Retry{Initial: 500 * time.Millisecond, Max: 10 * time.Second}).
-				Workspace(ctx, ws, rev, etag)
-			return workspace.Tarball{Body: tb.Body, Revision: tb.Revision, NotModified: tb.NotModified}, err
-		},
-		MaxRetained: r.cfg.MaxRetainedRevisions,
-		Logger:      r.log,
-	}
-}
-
-func newRunner(cfg *config.Config, deps Deps) (*runner, error) {
+func newWorker(cfg *config.Config, opts Options, deps Deps) (*worker, error) {
 	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -155,6 +146,10 @@ func newRunner(cfg *config.Config, deps Deps) (*runner, error) {
 	if version == "" {
 		version = "dev"
 	}
+	runners := deps.Runners
+	if runners == nil {
+		runners = runner.Set{runner.Local: &local.Runner{Log: log}}
+	}
 	if err := os.MkdirAll(cfg.WorkspaceDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating workspace_dir: %w", err)
 	}
@@ -166,54 +161,69 @@ func newRunner(cfg *config.Config, deps Deps) (*runner, error) {
 		UserAgent:      "stroem-worker/" + version,
 		Logger:         log,
 	})
-	return &runner{cfg: cfg, log: log, client: client, environ: env, version: version,
-		redactor: redact.New(cfg.WorkerToken)}, nil
+	msg := opts.DeadlineMessage
+	if msg == "" {
+		msg = "Worker deadline reached"
+	}
+	return &worker{cfg: cfg, log: log, client: client, environ: env, version: version, runners: runners,
+		events: opts.Events, deadlineMsg: msg, deliverBy: opts.HardDeadline,
+		deliverer: &delivery.Deliverer{Root: delivery.Root(cfg.WorkspaceDir), Client: client, Log: log,
+			MaxAge: cfg.ResultMaxAge(), Kill: runners.Kill}}, nil
 }
 
-func (r *runner) run(ctx context.Context, opts Options) (Outcome, error) {
+func (w *worker) run(ctx context.Context, opts Options) (Outcome, error) {
 	// Processes that escape a step's group (double fork, setsid) are
 	// reparented here, so they can be killed when the step ends; their
 	// zombies are collected while it runs.
 	if err := process.EnableSubreaper(); err != nil {
-		r.log.Warn("cannot become child subreaper; processes that escape a step may outlive it", "error", err.Error())
+		w.log.Warn("cannot become child subreaper; processes that escape a step may outlive it", "error", err.Error())
 	}
 	reapCtx, stopReap := context.WithCancel(context.WithoutCancel(ctx))
 	reapDone := make(chan struct{})
 	go func() { defer close(reapDone); process.Reap(reapCtx, 5*time.Second) }()
 	defer func() { stopReap(); <-reapDone }()
-	// Results left behind by an earlier run go out before new work is
-	// taken. Under a supervisor that is the supervisor's job.
-	if opts.SupervisorPID == 0 {
-		if err := r.deliverPending(ctx); err != nil {
+
+	h := opts.Handoff
+	if h == nil {
+		// Results left behind by an earlier run go out before new work is
+		// taken. Under a supervisor that is the supervisor's job.
+		if err := w.deliverPending(ctx); err != nil {
 			return Outcome{}, err
 		}
+		h = &handoff.Handoff{WorkerID: opts.WorkerID, Attempt: delivery.NewAttempt()}
 	}
-	id, fresh, err := r.identity(ctx, opts.WorkerID)
+	id, fresh, err := w.identity(ctx, h.WorkerID)
 	if err != nil {
 		return Outcome{}, err
 	}
 	out := Outcome{WorkerID: id}
-	log := r.log.With(slog.String("worker_id", id))
+	log := w.log.With(slog.String("worker_id", id))
 
 	// Heartbeats run from here until the step is reported: a step of a
 	// worker silent for 120 s is failed by the server (contract §8).
 	// The id may change (a new registration); heartbeats follow it.
 	var current atomic.Pointer[string]
-	current.Store(&id)
+	first := id // its own variable: id changes below, current must not
+	current.Store(&first)
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	hbDone := make(chan struct{})
+	if !fresh && h.SupervisorPID == 0 {
+		// At once and before claiming: a scheduled run with no work is what
+		// keeps a persisted worker row active (scale to zero), and a beat
+		// left to the goroutine could be cut off by a run that ends at once.
+		w.beat(ctx, id)
+	}
 	go func() {
 		defer close(hbDone)
-		r.heartbeat(hbCtx, &current, !fresh && opts.SupervisorPID == 0, opts.SupervisorPID)
+		w.heartbeat(hbCtx, &current, h.SupervisorPID)
 	}()
 	defer func() { stopHB(); <-hbDone }()
 
-	step := opts.Step
+	step := h.Step
 	if step == nil {
 		var newID string
-		step, newID, err = r.claim(ctx, id, opts.Wait, log)
+		step, newID, err = w.claim(ctx, id, opts.Wait, &current, log)
 		id = newID
-		current.Store(&newID)
 		out.WorkerID = id
 		if err != nil || step == nil {
 			return out, err
@@ -221,33 +231,49 @@ func (r *runner) run(ctx context.Context, opts Options) (Outcome, error) {
 	}
 	out.Claimed = true
 	out.JobID, out.StepName = step.JobID, step.StepName
-	res, err := r.runStep(ctx, id, step, log.With(slog.String("job_id", step.JobID), slog.String("step", step.StepName)))
+	res, err := w.runStep(ctx, id, h.Attempt, step, log.With(slog.String("job_id", step.JobID), slog.String("step", step.StepName)))
 	out.ExitCode, out.Signal, out.SignalNumber, out.Error, out.Delivered = res.ExitCode, res.Signal, res.SignalNumber, res.Error, res.Delivered
-	r.events.Emit(Event{Kind: "done", Delivered: res.Delivered, ExitCode: res.ExitCode, Failed: !out.Succeeded(),
-		Lines: res.Lines, Bytes: res.Bytes, Dropped: res.Dropped})
+	w.events.Emit(handoff.Event{Kind: handoff.Done, Delivered: res.Delivered, ExitCode: res.ExitCode, Failed: !out.Succeeded(),
+		Lines: res.Lines, Bytes: res.Bytes, Dropped: res.Dropped, Lost: res.Lost})
 	return out, err
 }
 
-// heartbeat sends one at once (when the id was not just registered) and
-// then every heartbeat interval until ctx ends. Failures are logged only:
-// the step goes on, and the next beat may get through. A supervised child
-// leaves heartbeats to its supervisor while the supervisor lives: once it
-// is gone (its parent changed), the child heartbeats for itself until its
-// step is reported.
-func (r *runner) heartbeat(ctx context.Context, current *atomic.Pointer[string], now bool, supervisor int) {
+// deliverPending delivers every spool left by an earlier process that is
+// no longer running. Bounded: a server that is down, or a rotated token,
+// must not keep a cron run from exiting.
+func (w *worker) deliverPending(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.DeliveryTimeout())
+	defer cancel()
+	n, err := w.deliverer.Pending(ctx, "the process was gone when the spool was found")
+	if n > 0 {
+		w.log.Info("delivered results left by earlier runs", "steps", n)
+	}
+	return err
+}
+
+// beat sends one heartbeat; a failure is logged only: the step goes on,
+// and the next beat may get through.
+func (w *worker) beat(ctx context.Context, id string) {
+	if id == "" {
+		return // abandoned, nothing new registered
+	}
+	if err := w.client.Heartbeat(ctx, id); err != nil && ctx.Err() == nil {
+		w.log.Warn("heartbeat failed", slog.String("worker_id", id), slog.String("error", err.Error()))
+	}
+}
+
+// heartbeat beats every heartbeat interval until ctx ends. A supervised
+// child leaves heartbeats to its supervisor while the supervisor lives:
+// once it is gone (its parent changed), the child heartbeats for itself
+// until its step is reported.
+func (w *worker) heartbeat(ctx context.Context, current *atomic.Pointer[string], supervisor int) {
 	beat := func() {
 		if supervisor != 0 && os.Getppid() == supervisor {
 			return
 		}
-		id := *current.Load()
-		if err := r.client.Heartbeat(ctx, id); err != nil && ctx.Err() == nil {
-			r.log.Warn("heartbeat failed", slog.String("worker_id", id), slog.String("error", err.Error()))
-		}
+		w.beat(ctx, *current.Load())
 	}
-	if now {
-		beat()
-	}
-	tick := time.NewTicker(r.cfg.HeartbeatInterval())
+	tick := time.NewTicker(w.cfg.HeartbeatInterval())
 	defer tick.Stop()
 	for {
 		select {

@@ -10,17 +10,21 @@ import (
 var outputPrefix = []byte("OUTPUT:")
 
 // parseOutputLine returns the JSON value of a stdout line that starts, at
-// column 0, with "OUTPUT:" (contract §4). Lines with invalid JSON are
-// ignored, as the server's own worker does.
-func parseOutputLine(line []byte) (json.RawMessage, bool) {
+// column 0, with "OUTPUT:" (contract §4), or why it is not one. Lines with
+// invalid JSON are ignored, as the server's own worker does.
+func parseOutputLine(line []byte) (json.RawMessage, string) {
 	if !bytes.HasPrefix(line, outputPrefix) {
-		return nil, false
+		return nil, "no OUTPUT: prefix"
 	}
 	rest := bytes.TrimSpace(line[len(outputPrefix):])
-	if len(rest) == 0 || !json.Valid(rest) {
-		return nil, false
+	if len(rest) == 0 {
+		return nil, "nothing after OUTPUT:"
 	}
-	return json.RawMessage(bytes.Clone(rest)), true
+	if !json.Valid(rest) {
+		var v any
+		return nil, json.Unmarshal(rest, &v).Error()
+	}
+	return json.RawMessage(bytes.Clone(rest)), ""
 }
 
 // stderrTail keeps the last bytes of stderr for the completion error,

@@ -26,7 +26,8 @@ func TestParseOutputLine(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.line, func(t *testing.T) {
 			t.Parallel()
-			got, ok := parseOutputLine([]byte(tt.line))
+			got, problem := parseOutputLine([]byte(tt.line))
+			ok := problem == ""
 			if ok != tt.ok || string(got) != tt.want {
 				t.Errorf("parseOutputLine(%q) = %q, %v, want %q, %v", tt.line, got, ok, tt.want, tt.ok)
 			}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 
 	"github.com/stroem-worker/stroem-worker/shared/api"
+	"github.com/stroem-worker/stroem-worker/shared/runner"
 	"github.com/stroem-worker/stroem-worker/shared/workspace"
 )
 
@@ -50,37 +51,9 @@ func (s *stateLines) add(line []byte) {
 	}
 }
 
-// stepDirs are a step's own directories, exported to it as env vars.
-type stepDirs struct {
-	root                                          string
-	artifacts, state, stateOut, global, globalOut string
-}
-
-func newStepDirs(root string) (*stepDirs, error) {
-	d := &stepDirs{root: root,
-		artifacts: filepath.Join(root, "artifacts"),
-		state:     filepath.Join(root, "state"), stateOut: filepath.Join(root, "state-out"),
-		global: filepath.Join(root, "global-state"), globalOut: filepath.Join(root, "global-state-out"),
-	}
-	for _, p := range []string{d.artifacts, d.state, d.stateOut, d.global, d.globalOut} {
-		if err := os.MkdirAll(p, 0o700); err != nil {
-			return nil, fmt.Errorf("creating step directory: %w", err)
-		}
-	}
-	return d, nil
-}
-
-func (d *stepDirs) env() map[string]string {
-	return map[string]string{
-		"ARTIFACTS_DIR": d.artifacts,
-		"STATE_DIR":     d.state, "STATE_OUT_DIR": d.stateOut,
-		"GLOBAL_STATE_DIR": d.global, "GLOBAL_STATE_OUT_DIR": d.globalOut,
-	}
-}
-
 // downloadState fills STATE_DIR and GLOBAL_STATE_DIR from the snapshots
 // the claim says exist.
-func (r *runner) downloadState(ctx context.Context, step *api.Step, d *stepDirs) error {
+func (w *worker) downloadState(ctx context.Context, step *api.Step, d runner.Dirs) error {
 	get := func(fetch func() (io.ReadCloser, bool, error), dir string) error {
 		body, ok, err := fetch()
 		if err != nil || !ok {
@@ -90,12 +63,12 @@ func (r *runner) downloadState(ctx context.Context, step *api.Step, d *stepDirs)
 		return workspace.Extract(body, dir, workspace.Limits{MaxBytes: 1 << 30})
 	}
 	if step.StateStorageKey != "" {
-		if err := get(func() (io.ReadCloser, bool, error) { return r.client.State(ctx, step.Workspace, step.TaskName) }, d.state); err != nil {
+		if err := get(func() (io.ReadCloser, bool, error) { return w.client.State(ctx, step.Workspace, step.TaskName) }, d.State); err != nil {
 			return fmt.Errorf("task state: %w", err)
 		}
 	}
 	if step.GlobalStateStorageKey != "" {
-		if err := get(func() (io.ReadCloser, bool, error) { return r.client.GlobalState(ctx, step.Workspace) }, d.global); err != nil {
+		if err := get(func() (io.ReadCloser, bool, error) { return w.client.GlobalState(ctx, step.Workspace) }, d.GlobalState); err != nil {
 			return fmt.Errorf("global state: %w", err)
 		}
 	}
@@ -104,17 +77,17 @@ func (r *runner) downloadState(ctx context.Context, step *api.Step, d *stepDirs)
 
 // uploadState writes state.json from the STATE:/GLOBAL_STATE: lines and
 // uploads each out dir that is not empty.
-func (r *runner) uploadState(ctx context.Context, step *api.Step, d *stepDirs, lines *stateLines) error {
+func (w *worker) uploadState(ctx context.Context, step *api.Step, d runner.Dirs, lines *stateLines) error {
 	for _, s := range []struct {
 		dir    string
 		values map[string]json.RawMessage
 		upload func(hasJSON bool, body api.Body) error
 	}{
-		{d.stateOut, lines.task, func(h bool, b api.Body) error {
-			return r.client.UploadState(ctx, step.Workspace, step.TaskName, step.JobID, h, b)
+		{d.StateOut, lines.task, func(h bool, b api.Body) error {
+			return w.client.UploadState(ctx, step.Workspace, step.TaskName, step.JobID, h, b)
 		}},
-		{d.globalOut, lines.global, func(h bool, b api.Body) error {
-			return r.client.UploadGlobalState(ctx, step.Workspace, step.JobID, h, b)
+		{d.GlobalStateOut, lines.global, func(h bool, b api.Body) error {
+			return w.client.UploadGlobalState(ctx, step.Workspace, step.JobID, h, b)
 		}},
 	} {
 		if len(s.values) > 0 {

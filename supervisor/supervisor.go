@@ -11,11 +11,18 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/stroem-worker/stroem-worker/oneshot"
 	"github.com/stroem-worker/stroem-worker/shared/api"
+	"github.com/stroem-worker/stroem-worker/shared/claim"
 	"github.com/stroem-worker/stroem-worker/shared/config"
+	"github.com/stroem-worker/stroem-worker/shared/delivery"
 	"github.com/stroem-worker/stroem-worker/shared/process"
+	"github.com/stroem-worker/stroem-worker/shared/runner"
+	"github.com/stroem-worker/stroem-worker/shared/runner/local"
 )
+
+// ErrListen: the health and metrics address (listen) cannot be bound:
+// in use, or not an address of this host. A configuration error.
+var ErrListen = errors.New("listen address unusable")
 
 // Deps are what Run uses that callers and tests may replace.
 type Deps struct {
@@ -35,6 +42,9 @@ type Deps struct {
 	// (the first signal); a second signal on this channel cancels steps.
 	Signals <-chan os.Signal
 	Version string
+	// Runners stop what a dead child's step left running (by the handle
+	// its runner recorded); nil knows local processes only.
+	Runners runner.Set
 	// Ready, when set, is called once the supervisor is registered and
 	// serving (tests wait on it instead of sleeping).
 	Ready func(workerID, listenAddr string)
@@ -50,11 +60,16 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) error {
 }
 
 type supervisor struct {
-	cfg     *config.Config
-	deps    Deps
-	log     *slog.Logger
-	client  *api.Client
-	metrics *metrics
+	cfg       *config.Config
+	deps      Deps
+	log       *slog.Logger
+	client    *api.Client
+	metrics   *metrics
+	deliverer *delivery.Deliverer
+	// claimMu is held around a claim and the superseding of the step's
+	// earlier attempts, and around every completion a pending delivery
+	// sends: no stale result can go out between the two.
+	claimMu sync.Mutex
 
 	mu       sync.Mutex
 	workerID string
@@ -96,6 +111,9 @@ func newSupervisor(cfg *config.Config, deps Deps) (*supervisor, error) {
 	if deps.Version == "" {
 		deps.Version = "dev"
 	}
+	if deps.Runners == nil {
+		deps.Runners = runner.Set{runner.Local: &local.Runner{Log: deps.Logger}}
+	}
 	if err := os.MkdirAll(cfg.WorkspaceDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating workspace_dir: %w", err)
 	}
@@ -107,7 +125,7 @@ func newSupervisor(cfg *config.Config, deps Deps) (*supervisor, error) {
 		UserAgent:      "stroem-worker/" + deps.Version,
 		Logger:         deps.Logger,
 	})
-	return &supervisor{
+	s := &supervisor{
 		cfg:      cfg,
 		deps:     deps,
 		log:      deps.Logger,
@@ -116,7 +134,11 @@ func newSupervisor(cfg *config.Config, deps Deps) (*supervisor, error) {
 		children: map[*child]struct{}{},
 		second:   make(chan struct{}),
 		third:    make(chan struct{}),
-	}, nil
+	}
+	s.deliverer = &delivery.Deliverer{Root: delivery.Root(cfg.WorkspaceDir), Client: client, Log: deps.Logger,
+		MaxAge: cfg.ResultMaxAge(), Kill: deps.Runners.Kill, Guard: &s.claimMu,
+		Withheld: func(reason string) { s.metrics.withheld.WithLabelValues(reason).Inc() }}
+	return s, nil
 }
 
 func (s *supervisor) id() string {
@@ -158,7 +180,7 @@ func (s *supervisor) run(ctx context.Context) error {
 	// Bounded, and cut short by a stop signal; what is left is retried after
 	// every heartbeat.
 	pctx, cancelPending := context.WithTimeout(ctx, s.cfg.DeliveryTimeout())
-	_, err := oneshot.DeliverPending(pctx, oneshot.SpoolRoot(s.cfg), s.client, s.log, "the worker was restarted")
+	_, err := s.deliverer.Pending(pctx, "the worker was restarted")
 	cancelPending()
 	if err != nil {
 		return err
@@ -175,40 +197,24 @@ func (s *supervisor) run(ctx context.Context) error {
 }
 
 // registerUntil registers, retrying transient failures with capped
-// backoff until it succeeds or ctx ends; 401 is fatal.
+// backoff (the api client's) until it succeeds or ctx ends; 401 is fatal.
 func (s *supervisor) registerUntil(ctx context.Context) error {
-	retry := api.Retry{Initial: time.Second, Max: 60 * time.Second}
-	for attempt := 1; ; attempt++ {
-		id, err := s.client.WithRetry(api.Retry{Attempts: 1}).Register(ctx, api.RegisterRequest{
-			Name:         s.cfg.WorkerName,
-			Capabilities: s.cfg.Capabilities,
-			Tags:         s.cfg.Tags,
-			Exclusive:    s.cfg.Exclusive,
-			Version:      s.deps.Version,
-		})
-		if err == nil {
-			s.mu.Lock()
-			s.workerID = id
-			s.mu.Unlock()
-			s.registered.Store(true)
-			s.registeredAt = time.Now()
-			s.contact()
-			s.log.Info("registered worker", "worker_id", id, "name", s.cfg.WorkerName, "max_concurrent", s.cfg.MaxConcurrent)
+	id, err := s.client.WithRetry(api.Retry{Initial: time.Second, Max: 60 * time.Second}).
+		Register(ctx, claim.Registration(s.cfg, s.deps.Version))
+	if err != nil {
+		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, api.ErrUnauthorized) || !api.IsTransient(err) {
-			return err
-		}
-		d := retry.Delay(attempt)
-		s.log.Warn("registration failed; retrying", "in", d, "error", err.Error())
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
+		return err
 	}
+	s.mu.Lock()
+	s.workerID = id
+	s.mu.Unlock()
+	s.registered.Store(true)
+	s.registeredAt = time.Now()
+	s.contact()
+	s.log.Info("registered worker", "worker_id", id, "name", s.cfg.WorkerName, "max_concurrent", s.cfg.MaxConcurrent)
+	return nil
 }
 
 // heartbeatLoop beats at once and then every interval until ctx ends.
@@ -218,14 +224,16 @@ func (s *supervisor) registerUntil(ctx context.Context) error {
 func (s *supervisor) retryPending(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatInterval()/2)
 	defer cancel()
-	if n, err := oneshot.DeliverPending(ctx, oneshot.SpoolRoot(s.cfg), s.client, s.log, "its worker process ended without reporting it"); err != nil {
+	if n, err := s.deliverer.Pending(ctx, "its worker process ended without reporting it"); err != nil {
 		s.log.Warn("delivering pending results", "error", err.Error())
 	} else if n > 0 {
 		s.log.Info("delivered pending results", "steps", n)
 	}
 }
 
-// childIDs are the worker ids of running children other than the current one.
+// childIDs are the worker ids of running children other than the current
+// one: ids the supervisor registered before (after a 500 or an abandoned
+// claim) that still have steps running under them.
 func (s *supervisor) childIDs() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -17,7 +17,7 @@ import (
 func (s *supervisor) serveHTTP(ctx context.Context, wg *sync.WaitGroup) (string, func(), error) {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
-		return "", nil, fmt.Errorf("listening on %s for health and metrics: %w", s.cfg.Listen, err)
+		return "", nil, fmt.Errorf("%w: listening on %s for health and metrics: %w; pick a free address for listen (--listen), or leave it empty", ErrListen, s.cfg.Listen, err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

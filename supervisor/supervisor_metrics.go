@@ -21,8 +21,11 @@ type metrics struct {
 	logLines          prometheus.Counter
 	logBytes          prometheus.Counter
 	logDropped        prometheus.Counter
+	logLost           prometheus.Counter
 	childCrashes      prometheus.Counter
 	draining          prometheus.Gauge
+	withheld          *prometheus.CounterVec
+	abandoned         prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -52,12 +55,18 @@ func newMetrics() *metrics {
 		Help: "Step log bytes delivered to the server (of finished steps)."})
 	m.logDropped = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "log_lines_dropped_total",
 		Help: "Step log lines the server refused permanently (should stay 0)."})
+	m.logLost = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "log_lines_lost_total",
+		Help: "Step log lines that could be neither spooled (disk full) nor sent (should stay 0)."})
 	m.childCrashes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "child_crashes_total",
 		Help: "Child processes that died before reporting their step."})
 	m.draining = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "draining",
 		Help: "1 while the supervisor is stopping."})
-	m.reg.MustRegister(m.claims, m.running, m.finished, m.duration, m.heartbeatFailures, heartbeatAge,
-		m.logLines, m.logBytes, m.logDropped, m.childCrashes, m.draining,
+	m.withheld = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "results_withheld_total",
+		Help: "Spooled step results not sent, by reason: superseded (the step was claimed again here), stale (older than result_max_age_secs)."}, []string{"reason"})
+	m.abandoned = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "worker_ids_abandoned_total",
+		Help: "Worker ids given up after a claim got no answer (the claim may have been committed)."})
+	m.reg.MustRegister(m.withheld, m.abandoned, m.claims, m.running, m.finished, m.duration, m.heartbeatFailures, heartbeatAge,
+		m.logLines, m.logBytes, m.logDropped, m.logLost, m.childCrashes, m.draining,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -85,7 +85,7 @@ func (s *supervisor) signalChildren(sig syscall.Signal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.children {
-		if c.cmd.Process != nil {
+		if c.cmd != nil && c.cmd.Process != nil {
 			_ = c.cmd.Process.Signal(sig)
 		}
 	}

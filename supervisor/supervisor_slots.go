@@ -3,10 +3,11 @@ package supervisor
 import (
 	"context"
 	"errors"
-	"net/http"
 	"time"
 
 	"github.com/stroem-worker/stroem-worker/shared/api"
+	"github.com/stroem-worker/stroem-worker/shared/claim"
+	"github.com/stroem-worker/stroem-worker/shared/delivery"
 )
 
 // claimLoop claims while a slot is free until ctx ends (the first stop
@@ -23,7 +24,15 @@ func (s *supervisor) claimLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
-		step, err := s.claim(ctx)
+		// A free slot and the stop signal may be ready together, and select
+		// picks at random: no claim may start once the signal came, or its
+		// step would be failed "Worker shutting down" instead of staying
+		// ready for another worker.
+		if ctx.Err() != nil {
+			<-slots
+			return nil
+		}
+		step, attempt, err := s.claim(ctx)
 		if err != nil {
 			<-slots
 			if errors.Is(err, api.ErrUnauthorized) {
@@ -31,7 +40,7 @@ func (s *supervisor) claimLoop(ctx context.Context) error {
 			}
 		}
 		if step != nil {
-			s.startChild(step, func() { <-slots })
+			s.startChild(step, attempt, func() { <-slots })
 			continue
 		}
 		if err == nil {
@@ -49,50 +58,72 @@ func (s *supervisor) claimLoop(ctx context.Context) error {
 // that fails for another reason does not get a new worker row per poll.
 const reregisterAfter = 5 * time.Second
 
-// claim asks for one step. A 500 is taken as the worker row having been
-// removed (contract §8: heartbeats still answer 200 then): register again.
-func (s *supervisor) claim(ctx context.Context) (*api.Step, error) {
+// claim asks for one step by the claim policy (package claim), and
+// supersedes the step's earlier attempts on this host before any pending
+// delivery can send one of their results.
+func (s *supervisor) claim(ctx context.Context) (*api.Step, string, error) {
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	id := s.id()
 	// Not cut by the stop signal: a claim the server committed but whose
 	// answer we dropped would leave a step running under our id.
-	step, err := s.client.WithRetry(api.Retry{Attempts: 1}).Claim(context.WithoutCancel(ctx), api.ClaimRequest{
-		WorkerID:     s.id(),
-		Capabilities: s.cfg.Capabilities,
-		Tags:         s.cfg.Tags,
-		Exclusive:    s.cfg.Exclusive,
-	})
-	var se *api.StatusError
-	switch {
-	case step != nil:
+	step, err := claim.Once(context.WithoutCancel(ctx), s.client, s.cfg, id)
+	v := claim.Judge(step, err)
+	s.metrics.claims.WithLabelValues(claimResult(v, err)).Inc()
+	switch v {
+	case claim.Work:
 		s.contact()
-		s.metrics.claims.WithLabelValues("step").Inc()
 		if err != nil {
 			s.log.Warn("claimed a malformed step; its child reports it failed", "error", err.Error())
 		}
-		return step, nil
-	case err == nil:
+		attempt := delivery.NewAttempt()
+		if _, err := s.deliverer.Supersede(context.WithoutCancel(ctx), step.JobID, step.StepName, attempt); err != nil {
+			s.log.Warn("marking earlier attempts of the step", "error", err.Error())
+		}
+		return step, attempt, nil
+	case claim.Idle:
 		s.contact()
-		s.metrics.claims.WithLabelValues("empty").Inc()
-		return nil, nil
-	case errors.Is(err, api.ErrClaimRejected):
-		s.contact()
-		s.metrics.claims.WithLabelValues("rejected").Inc()
-		s.log.Warn("the server failed the step it picked; polling on", "error", err.Error())
-		return nil, nil
-	case errors.As(err, &se) && se.Status == http.StatusInternalServerError && time.Since(s.registeredAt) > reregisterAfter:
-		s.metrics.claims.WithLabelValues("error").Inc()
+		if err != nil {
+			s.log.Warn("the server failed the step it picked; polling on", "error", err.Error())
+		}
+		return nil, "", nil
+	case claim.Reregister:
+		if time.Since(s.registeredAt) <= reregisterAfter {
+			break
+		}
 		s.log.Warn("claim answered 500; registering again in case the worker row was removed", "error", err.Error())
 		if rerr := s.registerUntil(ctx); rerr != nil {
-			return nil, rerr
+			return nil, "", rerr
 		}
-		return nil, err
-	case errors.Is(err, api.ErrUnauthorized):
-		s.metrics.claims.WithLabelValues("error").Inc()
-		return nil, err
-	default:
-		s.metrics.claims.WithLabelValues("error").Inc()
-		if ctx.Err() == nil {
-			s.log.Warn("claim failed", "error", err.Error())
+		return nil, "", err
+	case claim.Abandon:
+		// The claim may be committed under id. The id keeps its heartbeats
+		// only while children claimed with it run (childIDs), so the
+		// server's heartbeat timeout fails the step we never heard of.
+		s.log.Warn("a claim got no answer and may have been committed; registering a new worker id so the old one goes silent",
+			"worker_id", id, "error", err.Error())
+		s.metrics.abandoned.Inc()
+		if rerr := s.registerUntil(ctx); rerr != nil {
+			return nil, "", rerr
 		}
-		return nil, err
+		return nil, "", err
+	case claim.Fatal:
+		return nil, "", err
 	}
+	if ctx.Err() == nil {
+		s.log.Warn("claim failed", "error", err.Error())
+	}
+	return nil, "", err
+}
+
+func claimResult(v claim.Verdict, err error) string {
+	switch {
+	case v == claim.Work:
+		return "step"
+	case v == claim.Idle && err == nil:
+		return "empty"
+	case v == claim.Idle:
+		return "rejected"
+	}
+	return "error"
 }

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -128,8 +127,8 @@ func (h *harness) start() (workerID, listen string) {
 		return r[0], r[1]
 	case err := <-h.done:
 		h.t.Fatalf("supervisor.Run() ended before ready: %v", err)
-	case <-time.After(30 * time.Second):
-		h.t.Fatal("supervisor not ready within 30 s")
+	case <-untilDeadline(h.t):
+		h.t.Fatal("supervisor not ready before the test's deadline")
 	}
 	return "", ""
 }
@@ -146,16 +145,33 @@ func (h *harness) wait() error {
 	select {
 	case err := <-h.done:
 		return err
-	case <-time.After(60 * time.Second):
-		h.t.Fatal("supervisor did not return within 60 s")
+	case <-untilDeadline(h.t):
+		h.t.Fatal("supervisor did not return before the test's deadline")
 		return nil
 	}
 }
 
+// untilDeadline fires a margin before go test's deadline: how long work
+// takes on a busy machine is not the tests' to guess.
+func untilDeadline(t *testing.T) <-chan time.Time {
+	d, ok := t.Deadline()
+	if !ok {
+		return nil
+	}
+	return time.After(time.Until(d) - 10*time.Second)
+}
+
 func (h *harness) waitFor(what string, cond func(*fakeserver.Server) bool) {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go func() {
+		select {
+		case <-untilDeadline(h.t):
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if err := h.srv.WaitFor(ctx, cond); err != nil {
 		h.t.Fatalf("waiting for %s: %v", what, err)
 	}
@@ -238,10 +254,32 @@ func TestConcurrencyLimitIsExact(t *testing.T) {
 		}
 		return true
 	})
+	// Over the whole run, as the server saw it: no more than 3 steps were
+	// ever between their start and their completion at once.
+	if most := maxOverlap(h.srv.Requests()); most != 3 {
+		t.Errorf("at most %d steps ran at once, want exactly max_concurrent (3)", most)
+	}
 	h.signal()
 	if err := h.wait(); err != nil {
 		t.Errorf("Run() = %v", err)
 	}
+}
+
+// maxOverlap is the most steps that were started and not yet completed at
+// the same time, from the server's request log (in arrival order).
+func maxOverlap(reqs []fakeserver.Request) int {
+	running, most := 0, 0
+	for _, r := range reqs {
+		switch {
+		case r.Method != http.MethodPost || !strings.HasPrefix(r.Path, "/worker/jobs/"):
+		case strings.HasSuffix(r.Path, "/start"):
+			running++
+			most = max(most, running)
+		case strings.HasSuffix(r.Path, "/complete"):
+			running--
+		}
+	}
+	return most
 }
 
 func TestSecondSignalCancels(t *testing.T) {
@@ -330,7 +368,7 @@ func TestReregistersWhenRowRemoved(t *testing.T) {
 }
 
 func TestHealthEndpoints(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t, map[string]string{"heartbeat_interval_secs": "0.2"})
 	_, addr := h.start()
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + addr + path)
@@ -344,9 +382,9 @@ func TestHealthEndpoints(t *testing.T) {
 	if code, _ := get("/healthz"); code != 200 {
 		t.Errorf("/healthz = %d, want 200", code)
 	}
-	h.waitFor("a heartbeat", func(s *fakeserver.Server) bool { return true })
+	h.waitFor("two heartbeats", func(s *fakeserver.Server) bool { return countPath(s, "/worker/heartbeat") >= 2 })
 	if code, body := get("/readyz"); code != 200 {
-		t.Errorf("/readyz = %d %q, want 200", code, body)
+		t.Errorf("/readyz after heartbeats = %d %q, want 200", code, body)
 	}
 	job := h.srv.AddJob(scriptJob("m", "echo metrics"))
 	h.waitFor("step completed", func(s *fakeserver.Server) bool { return status(s, job) == "completed" })
@@ -360,12 +398,45 @@ func TestHealthEndpoints(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	var wg sync.WaitGroup
+	// A server that stops answering makes the worker unready after three
+	// heartbeat intervals.
+	h.srv.Down(true)
+	code, body := eventually(t, 30*time.Second, func() (int, string, bool) {
+		code, body := get("/readyz")
+		return code, body, code == http.StatusServiceUnavailable
+	})
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "no answer from the server") {
+		t.Errorf("/readyz with the server down = %d %q, want 503 saying the server does not answer", code, body)
+	}
+	h.srv.Down(false)
 	h.signal()
-	wg.Wait()
 	if err := h.wait(); err != nil {
 		t.Errorf("Run() = %v", err)
 	}
+}
+
+// eventually polls cond (every 20 ms) until it holds or within passes; it
+// returns cond's last values.
+func eventually(t *testing.T, within time.Duration, cond func() (int, string, bool)) (int, string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		code, body, ok := cond()
+		if ok || time.Now().After(deadline) {
+			return code, body
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func countPath(s *fakeserver.Server, path string) int {
+	n := 0
+	for _, r := range s.Requests() {
+		if r.Path == path && r.Status == http.StatusOK {
+			n++
+		}
+	}
+	return n
 }
 
 func TestIdleClaimsOncePerPollAndForksNothing(t *testing.T) {

@@ -22,6 +22,10 @@ import (
 // DemoCmd is `stroem-worker demo`.
 type DemoCmd struct {
 	Keep bool `help:"Keep the demo's temporary directory (config, worker id, spool) for a look afterwards."`
+
+	// worker is the binary run as claim-and-run (tests); empty means this
+	// executable.
+	worker string
 }
 
 // demoJobs are the sample steps: a greeting with structured output, a
@@ -95,16 +99,20 @@ func (d *DemoCmd) Run(ctx context.Context, g *Globals) error {
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		return fmt.Errorf("writing demo config: %w", err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("finding own executable: %w", err)
+	self := d.worker
+	if self == "" {
+		if self, err = os.Executable(); err != nil {
+			return fmt.Errorf("finding own executable: %w", err)
+		}
 	}
 	fmt.Fprintf(g.stdout, "Dev server on %s with %d queued jobs. Running one `stroem-worker claim-and-run` process per step.\n\n", url, len(demoJobs))
 	ids := make([]string, len(demoJobs))
 	for i, j := range demoJobs {
 		ids[i] = srv.AddJob(j)
 	}
+	// One run per job, and one more to show a run that finds no work.
 	for range len(demoJobs) + 1 {
+		claims := demoClaims(srv, ids)
 		start := time.Now()
 		cmd := exec.CommandContext(ctx, self, "--config", cfgPath, "--log-level", "warn", "claim-and-run")
 		cmd.Stdout, cmd.Stderr = g.stdout, g.stderr
@@ -116,7 +124,16 @@ func (d *DemoCmd) Run(ctx context.Context, g *Globals) error {
 		} else if err != nil {
 			return fmt.Errorf("running claim-and-run: %w", err)
 		}
-		fmt.Fprintf(g.stdout, "$ stroem-worker claim-and-run   -> exit %d in %s\n", code, time.Since(start).Round(time.Millisecond))
+		took := time.Since(start).Round(time.Millisecond)
+		// Name what the run did, so the extra run's exit 0 reads as what
+		// it is rather than a seventh job.
+		what := "(no work left)"
+		for i, n := range demoClaims(srv, ids) {
+			if n > claims[i] {
+				what = demoJobs[i].TaskName + " / " + demoJobs[i].Steps[0].StepName
+			}
+		}
+		fmt.Fprintf(g.stdout, "$ stroem-worker claim-and-run   -> exit %d in %-7s  %s\n", code, took, what)
 	}
 	fmt.Fprintln(g.stdout, "\nWhat the server received:")
 	for i, j := range demoJobs {
@@ -146,4 +163,14 @@ func (d *DemoCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	fmt.Fprintf(g.stdout, "\nRequests the server saw: %d. Try `stroem-worker dev-server` to queue your own actions.\n", len(srv.Requests()))
 	return nil
+}
+
+// demoClaims is how often each demo job's step has been claimed.
+func demoClaims(srv *fakeserver.Server, ids []string) []int {
+	out := make([]int, len(ids))
+	for i, id := range ids {
+		st, _ := srv.Step(id, demoJobs[i].Steps[0].StepName)
+		out[i] = st.Claims
+	}
+	return out
 }

@@ -6,9 +6,10 @@ import (
 	"testing"
 )
 
-// TestDependencyDirection keeps data flowing one way: cmd -> supervisor
-// -> oneshot -> shared/*. oneshot never imports supervisor, and shared
-// packages import neither.
+// TestDependencyDirection keeps the house plan: cmd wires supervisor and
+// oneshot, which stand side by side over shared/* and never import each
+// other (the supervisor reaches its children through shared/handoff and
+// shared/delivery); shared packages import none of them.
 func TestDependencyDirection(t *testing.T) {
 	t.Parallel()
 	const mod = "github.com/stroem-worker/stroem-worker/"
@@ -27,7 +28,7 @@ func TestDependencyDirection(t *testing.T) {
 		case pkg == "oneshot":
 			forbidden = []string{"supervisor", "cmd/"}
 		case pkg == "supervisor":
-			forbidden = []string{"cmd/"}
+			forbidden = []string{"oneshot", "cmd/"}
 		default:
 			continue
 		}

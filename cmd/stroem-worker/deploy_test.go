@@ -158,9 +158,18 @@ func sampleValue(key string) string {
 // command lines, and Kubernetes/Nomad args arrays.
 func commandLines(text string) [][]string {
 	var out [][]string
-	shell := regexp.MustCompile(`/usr/local/bin/stroem-worker ([^\n>]*)`)
+	shell := regexp.MustCompile(`/usr/local/bin/stroem-worker ([^\n]*)`)
 	for _, m := range shell.FindAllStringSubmatch(text, -1) {
-		out = append(out, strings.Fields(m[1]))
+		var args []string
+		// The worker's arguments end where the shell's redirections,
+		// pipes and lists begin (`2>&1 | logger`).
+		for _, f := range strings.Fields(m[1]) {
+			if strings.ContainsAny(f, "|;&<>") {
+				break
+			}
+			args = append(args, f)
+		}
+		out = append(out, args)
 	}
 	arrays := regexp.MustCompile(`(?:args\s*[:=]|CMD)\s*\[([^\]]*)\]`)
 	for _, m := range arrays.FindAllStringSubmatch(text, -1) {

@@ -8,6 +8,8 @@ import (
 	"github.com/stroem-worker/stroem-worker/oneshot"
 	"github.com/stroem-worker/stroem-worker/shared/api"
 	"github.com/stroem-worker/stroem-worker/shared/config"
+	"github.com/stroem-worker/stroem-worker/shared/handoff"
+	"github.com/stroem-worker/stroem-worker/supervisor"
 )
 
 // Exit codes: the contract with schedulers (Kubernetes podFailurePolicy,
@@ -15,12 +17,12 @@ import (
 // Changing a value is a breaking change; the README, --help and the
 // deploy examples are checked against this table by tests.
 const (
-	ExitOK            = 0  // step ran and its result was delivered (any result), no work, or clean drain
-	ExitInternal      = 1  // unexpected internal error (a bug): retry is reasonable
-	ExitUsage         = 2  // usage or configuration error: never worth a retry
-	ExitUnavailable   = 69 // server unreachable (connection refused, DNS, timeouts, 5xx): retry later
-	ExitNotDelivered  = 75 // step ran but its result is not delivered yet; spooled, next run delivers it
-	ExitTokenRejected = 77 // the server rejected the worker token (401): fix the secret, no retry
+	ExitOK            = 0                        // step ran and its result was delivered (any result), no work, or clean drain
+	ExitInternal      = 1                        // unexpected internal error (a bug): retry is reasonable
+	ExitUsage         = 2                        // usage or configuration error: never worth a retry
+	ExitUnavailable   = 69                       // server unreachable (connection refused, DNS, timeouts, 5xx): retry later
+	ExitNotDelivered  = handoff.ExitNotDelivered // 75: step ran but its result is not delivered yet; spooled, next run delivers it
+	ExitTokenRejected = 77                       // the server rejected the worker token (401): fix the secret, no retry
 )
 
 // exitCodes is the table shown in --help and the README.
@@ -63,7 +65,7 @@ func exitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.As(err, &ue), errors.Is(err, config.ErrInvalid):
+	case errors.As(err, &ue), errors.Is(err, config.ErrInvalid), errors.Is(err, oneshot.ErrBadWorkerID), errors.Is(err, supervisor.ErrListen):
 		return ExitUsage
 	case errors.Is(err, api.ErrUnauthorized):
 		return ExitTokenRejected
@@ -73,7 +75,9 @@ func exitCode(err error) int {
 		// The server refuses the request as configured (an unknown
 		// capability, an ability token in tags): retrying cannot help.
 		return ExitUsage
-	case errors.Is(err, api.ErrUnreachable), api.IsTransient(err):
+	case errors.Is(err, api.ErrUnreachable), errors.Is(err, api.ErrBadResponse), api.IsTransient(err):
+		// A 2xx with a body that is not the API's (a proxy's page) is the
+		// server side failing too, not a bug here.
 		return ExitUnavailable
 	default:
 		return ExitInternal

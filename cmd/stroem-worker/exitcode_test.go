@@ -27,6 +27,7 @@ func TestExitCode(t *testing.T) {
 		{"token rejected", status(http.StatusUnauthorized), ExitTokenRejected},
 		{"server failing", status(http.StatusServiceUnavailable), ExitUnavailable},
 		{"unreachable", &api.TransportError{Method: "POST", Path: "/x", Err: errors.New("refused")}, ExitUnavailable},
+		{"2xx with a body that is not the API's (a proxy page)", fmt.Errorf("POST /worker/jobs/claim: %w: invalid character", api.ErrBadResponse), ExitUnavailable},
 		{"not delivered, refused", fmt.Errorf("%w: %w", oneshot.ErrNotDelivered, status(http.StatusBadRequest)), ExitNotDelivered},
 		{"chosen code", &exitError{code: 3}, 3},
 		{"bug", errors.New("boom"), ExitInternal},

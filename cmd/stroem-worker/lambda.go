@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -30,6 +31,9 @@ type LambdaResult struct {
 
 // Run serves invocations until the runtime stops the process.
 func (c *LambdaCmd) Run(ctx context.Context, g *Globals) error {
+	if os.Getenv("AWS_LAMBDA_RUNTIME_API") == "" {
+		return &usageError{errors.New("lambda: AWS_LAMBDA_RUNTIME_API is not set: this command is the bootstrap of an AWS Lambda custom runtime and runs only inside Lambda; elsewhere run claim-and-run")}
+	}
 	cfg, err := g.load(nil)
 	if err != nil {
 		return err
@@ -40,11 +44,11 @@ func (c *LambdaCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	log := g.logger(cfg)
 	handler := func(ictx context.Context, _ json.RawMessage) (LambdaResult, error) {
-		opts := oneshot.Options{Wait: c.Wait, DeadlineMessage: "Lambda deadline reached"}
+		opts := oneshot.Options{Wait: c.Wait, DeadlineMessage: "Lambda deadline reached", Reserve: c.Reserve}
 		if d, ok := ictx.Deadline(); ok {
-			opts.Deadline = d.Add(-c.Reserve)
-			opts.DeliverBy = d.Add(-500 * time.Millisecond)
-			if time.Until(opts.Deadline) <= 0 {
+			// Lambda freezes the process at d: delivery ends just before.
+			opts.HardDeadline = d.Add(-500 * time.Millisecond)
+			if time.Until(opts.HardDeadline.Add(-c.Reserve)) <= 0 {
 				return LambdaResult{}, errors.New("invocation deadline leaves no time after the reserve; raise the function timeout or lower --reserve")
 			}
 		}

@@ -12,15 +12,33 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
 )
 
+// envToken is the worker token that came in the environment, taken out of
+// it by hideToken.
+var envToken string
+
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-func main() {
+func main() { os.Exit(process()) }
+
+// process is what a stroem-worker process does, from its first
+// instruction to its exit code (tests run it in a process of its own).
+func process() int {
+	token, err := hideToken()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "stroem-worker: warning:", err, "(the token stays readable in /proc/<pid>/environ)")
+	}
+	if token != "" {
+		// Read by config loading like any STROEM__ variable; the process's
+		// initial environment, what /proc shows, no longer holds it.
+		envToken = token
+	}
 	// STROEM_CPUPROFILE=path writes a CPU profile of this process (for
 	// scripts/bench and profiling; see README).
 	if path := os.Getenv("STROEM_CPUPROFILE"); path != "" {
@@ -29,11 +47,11 @@ func main() {
 				code := run(os.Args[1:], os.Stdout, os.Stderr)
 				pprof.StopCPUProfile()
 				f.Close()
-				os.Exit(code)
+				return code
 			}
 		}
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	return run(os.Args[1:], os.Stdout, os.Stderr)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -57,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitWith
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "stroem-worker:", err)
+		fmt.Fprintln(stderr, "stroem-worker:", explainParseError(parser, err))
 		return ExitUsage
 	}
 	cli.Globals.stdout, cli.Globals.stderr = stdout, stderr
@@ -89,8 +107,59 @@ func newParser(ctx context.Context, cli *CLI, stdout, stderr io.Writer, exit fun
 		kong.Name("stroem-worker"),
 		kong.Description("A worker for the Strøm workflow orchestration platform.\n\n"+exitCodeHelp()),
 		kong.UsageOnError(),
+		// "--max-concurrent -2" is a value (refused by validation with a
+		// reason), not a short flag kong does not know.
+		kong.WithHyphenPrefixedParameters(true),
+		kong.ExplicitGroups([]kong.Group{{Key: "overrides", Title: "Config overrides (each sets the config key of the same name; see `config check`):"}}),
 		kong.Writers(stdout, stderr),
 		kong.Exit(exit),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 	)
+}
+
+// explainParseError adds what kong leaves out: an unknown word where a
+// command belongs (the default command takes no arguments) gets the list
+// of commands and the closest one.
+func explainParseError(parser *kong.Kong, err error) string {
+	word, ok := strings.CutPrefix(err.Error(), "unexpected argument ")
+	if !ok || strings.HasPrefix(word, "-") {
+		return err.Error()
+	}
+	var names []string
+	best, bestDist := "", 4
+	for _, c := range parser.Model.Children {
+		if c.Hidden {
+			continue
+		}
+		names = append(names, c.Name)
+		if d := levenshtein(word, c.Name); d < bestDist {
+			best, bestDist = c.Name, d
+		}
+	}
+	msg := fmt.Sprintf("unknown command %q", word)
+	if best != "" {
+		msg += fmt.Sprintf(" (did you mean %s?)", best)
+	}
+	return msg + "; commands: " + strings.Join(names, ", ")
+}
+
+// levenshtein is the edit distance of a and b.
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }

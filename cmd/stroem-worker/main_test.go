@@ -1,15 +1,18 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/stroem-worker/stroem-worker/shared/fakeserver"
@@ -17,7 +20,7 @@ import (
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"stroem-worker": func() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) },
+		"stroem-worker": func() { os.Exit(process()) },
 	})
 }
 
@@ -35,6 +38,9 @@ func TestScripts(t *testing.T) {
 			hs := httptest.NewServer(srv)
 			env.Defer(hs.Close)
 			env.Values[serverKey{}] = srv
+			if d, ok := t.Deadline(); ok {
+				env.Values[deadlineKey{}] = d.Add(-10 * time.Second)
+			}
 			env.Setenv("SERVER_URL", hs.URL)
 			env.Setenv("TOKEN", fakeserver.DefaultToken)
 			env.Setenv("STROEM__SERVER_URL", hs.URL)
@@ -47,6 +53,10 @@ func TestScripts(t *testing.T) {
 			"queue":       cmdQueue,
 			"serverstate": cmdServerState,
 			"exitcode":    cmdExitCode,
+			"waitstep":    cmdWaitStep,
+			"waitlog":     cmdWaitLog,
+			"alive":       cmdAlive,
+			"holdport":    cmdHoldPort,
 		},
 	})
 }
@@ -90,6 +100,97 @@ func cmdServerState(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if err := os.WriteFile(ts.MkAbs(args[2]), []byte(b.String()), 0o600); err != nil {
 		ts.Fatalf("writing %s: %v", args[2], err)
+	}
+}
+
+// waitstep JOB STEP: wait until the step is completed or failed (as long
+// as the test may run).
+func cmdWaitStep(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: waitstep JOB STEP")
+	}
+	ctx := context.Background()
+	if d, ok := ts.Value(deadlineKey{}).(time.Time); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d)
+		defer cancel()
+	}
+	err := server(ts).WaitFor(ctx, func(s *fakeserver.Server) bool {
+		st, _ := s.Step(args[0], args[1])
+		return st.Status == "completed" || st.Status == "failed"
+	})
+	if err != nil {
+		ts.Fatalf("waiting for step %s/%s: %v", args[0], args[1], err)
+	}
+}
+
+type deadlineKey struct{}
+
+// holdport VAR: listen on a free loopback port until the script ends, and
+// store its address in $VAR.
+func cmdHoldPort(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: holdport VAR")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ts.Fatalf("holdport: %v", err)
+	}
+	ts.Defer(func() { ln.Close() })
+	ts.Setenv(args[0], ln.Addr().String())
+}
+
+// waitlog JOB LINE: wait until the job's log holds LINE.
+func cmdWaitLog(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: waitlog JOB LINE")
+	}
+	ctx := context.Background()
+	if d, ok := ts.Value(deadlineKey{}).(time.Time); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d)
+		defer cancel()
+	}
+	err := server(ts).WaitFor(ctx, func(s *fakeserver.Server) bool {
+		for _, l := range s.Logs(args[0]) {
+			if l.Line == args[1] {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		ts.Fatalf("waiting for %q in the log of %s: %v", args[1], args[0], err)
+	}
+}
+
+// alive FILE: the process whose pid FILE holds is alive (not a zombie).
+// "! alive FILE" waits, as long as the test may run, for it to be gone.
+func cmdAlive(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: alive FILE")
+	}
+	pid := strings.TrimSpace(ts.ReadFile(args[0]))
+	isAlive := func() bool {
+		data, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return false
+		}
+		s := string(data)
+		return !strings.HasPrefix(s[strings.LastIndexByte(s, ')')+2:], "Z")
+	}
+	if !neg {
+		if !isAlive() {
+			ts.Fatalf("process %s is not alive", pid)
+		}
+		return
+	}
+	deadline, ok := ts.Value(deadlineKey{}).(time.Time)
+	for isAlive() {
+		if ok && time.Now().After(deadline) {
+			ts.Fatalf("process %s is still alive", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

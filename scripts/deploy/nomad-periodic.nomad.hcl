@@ -1,13 +1,21 @@
-# One step per run (`claim-and-run`) as a periodic batch job. Exit 0 is
-# success for "step delivered" and for "no work", so Nomad never re-runs a
-# delivered step (a re-run would claim a different one). Non-zero codes are
-# worker-side problems: 69 and 75 are worth a restart, 2 and 77 are not
-# (Nomad cannot tell codes apart, so attempts stay low).
+# One step per run (`claim-and-run`) as a periodic batch job (Nomad 1.6+).
+# Exit 0 is success for "step delivered" and for "no work", so Nomad never
+# re-runs a delivered step (a re-run would claim a different one). Non-zero
+# codes are worker-side problems: 69 and 75 are worth a restart, 2 and 77
+# are not (Nomad cannot tell codes apart, so attempts stay low).
+#
+# The token is read from the Nomad variable nomad/jobs/stroem-worker-oneshot:
+# each run is a child job, and its workload identity carries the parent's
+# id, so the implicit ACL policy lets it read that path:
+#   nomad var put nomad/jobs/stroem-worker-oneshot token=@worker-token
 job "stroem-worker-oneshot" {
   type = "batch"
 
   periodic {
-    crons            = ["* * * * *"]
+    crons = ["* * * * *"]
+    # Each run has its own task directory, so runs may overlap (each claims
+    # a different step), and each registers its own worker row and keeps no
+    # spool for the next run: for that, put workspace_dir on a host volume.
     prohibit_overlap = false
   }
 
@@ -34,14 +42,16 @@ job "stroem-worker-oneshot" {
       }
 
       env {
-        STROEM__SERVER_URL        = "http://stroem.service.consul:8080"
+        STROEM__SERVER_URL        = "http://stroem.example.com:8080"
         STROEM__WORKER_NAME       = "nomad-oneshot"
         STROEM__WORKER_TOKEN_FILE = "${NOMAD_SECRETS_DIR}/token"
         STROEM__CANCEL_GRACE_SECS = "10"
+        # The default (/var/tmp) is outside the exec driver's chroot.
+        STROEM__WORKSPACE_DIR = "${NOMAD_TASK_DIR}/work"
       }
 
       template {
-        data        = "{{ with nomadVar \"nomad/jobs/stroem-worker\" }}{{ .token }}{{ end }}"
+        data        = "{{ with nomadVar \"nomad/jobs/stroem-worker-oneshot\" }}{{ .token }}{{ end }}"
         destination = "${NOMAD_SECRETS_DIR}/token"
       }
     }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 )
 
@@ -86,6 +87,22 @@ func IsTransient(err error) bool {
 	return errors.As(err, &te)
 }
 
+// IsUnsent reports whether err is a request that surely never reached
+// the server: the connection could not be made (refused, no route, DNS).
+// A request that failed later (a timeout, a reset) may have been handled.
+func IsUnsent(err error) bool {
+	var te *TransportError
+	if !errors.As(err, &te) {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(te.Err, &op) {
+		return op.Op == "dial"
+	}
+	var dns *net.DNSError
+	return errors.As(te.Err, &dns)
+}
+
 // IsPermanent reports whether the server answered and will never accept
 // this request as it is (a 4xx other than 401, 408 and 429).
 func IsPermanent(err error) bool {
@@ -95,3 +112,7 @@ func IsPermanent(err error) bool {
 	}
 	return se.Status >= 400 && se.Status < 500 && !se.Transient() && se.Status != http.StatusUnauthorized
 }
+
+// IsFatal reports whether no retry of any request can succeed until
+// someone acts: the token was rejected.
+func IsFatal(err error) bool { return errors.Is(err, ErrUnauthorized) }

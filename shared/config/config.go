@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,6 +59,24 @@ type Config struct {
 	OnSignal string `json:"on_signal"`
 	// DeliveryTimeoutSecs is how long undelivered logs and results are retried.
 	DeliveryTimeoutSecs float64 `json:"delivery_timeout_secs"`
+	// ResultMaxAgeSecs: a spooled result older than this is not sent (the
+	// step was long since failed and maybe retried by the server).
+	ResultMaxAgeSecs float64 `json:"result_max_age_secs"`
+	// RunnerImage is the image of script steps run by the Docker and
+	// Kubernetes runners; "" means DefaultRunnerImage.
+	RunnerImage string `json:"runner_image"`
+	// DockerHost is the Docker engine (docker.host); "" means DOCKER_HOST,
+	// then the default socket.
+	DockerHost string `json:"docker.host"`
+	// DockerPullPolicy is docker.pull_policy: if-not-present, always, never.
+	DockerPullPolicy string `json:"docker.pull_policy"`
+	// KubeNamespace is kubernetes.namespace; "" means the service account's
+	// namespace in a cluster, else the kubeconfig context's, else default.
+	KubeNamespace string `json:"kubernetes.namespace"`
+	// KubeInitImage is kubernetes.init_image (fetches the workspace).
+	KubeInitImage string `json:"kubernetes.init_image"`
+	// KubeStartupConfigMap is kubernetes.runner_startup_configmap.
+	KubeStartupConfigMap string `json:"kubernetes.runner_startup_configmap"`
 	// Listen is host:port for health and metrics; "" serves nothing.
 	Listen    string `json:"listen"`
 	LogFormat string `json:"log_format"`
@@ -98,6 +117,13 @@ var keys = []key{
 	{"drain_timeout_secs", func(c *Config) any { return &c.DrainTimeoutSecs }},
 	{"on_signal", func(c *Config) any { return &c.OnSignal }},
 	{"delivery_timeout_secs", func(c *Config) any { return &c.DeliveryTimeoutSecs }},
+	{"result_max_age_secs", func(c *Config) any { return &c.ResultMaxAgeSecs }},
+	{"runner_image", func(c *Config) any { return &c.RunnerImage }},
+	{"docker.host", func(c *Config) any { return &c.DockerHost }},
+	{"docker.pull_policy", func(c *Config) any { return &c.DockerPullPolicy }},
+	{"kubernetes.namespace", func(c *Config) any { return &c.KubeNamespace }},
+	{"kubernetes.init_image", func(c *Config) any { return &c.KubeInitImage }},
+	{"kubernetes.runner_startup_configmap", func(c *Config) any { return &c.KubeStartupConfigMap }},
 	{"listen", func(c *Config) any { return &c.Listen }},
 	{"log_format", func(c *Config) any { return &c.LogFormat }},
 	{"log_level", func(c *Config) any { return &c.LogLevel }},
@@ -107,11 +133,18 @@ var keys = []key{
 // canonical name is workspace_cache_dir; its example file uses workspace_dir).
 var aliases = map[string]string{"workspace_cache_dir": "workspace_dir"}
 
-// rustOnly are the Rust worker's keys for runners this worker does not
-// have. They are accepted so a shared config file or Helm chart works.
-var rustOnly = []string{"runner_image", "docker", "kubernetes", "agents"}
+// rustOnly are the Rust worker's keys for what this worker does not do.
+// They are accepted so a shared config file or Helm chart works.
+var rustOnly = []string{"agents"}
 
-const ignoredNote = "ignored: this worker runs only local script steps"
+const ignoredNote = "ignored: this worker does not run agent steps"
+
+// DefaultRunnerImage is the image of script steps run in containers when
+// runner_image is not set (the reference worker's default).
+const DefaultRunnerImage = "ghcr.io/fremvaerk/stroem-runner:latest"
+
+// HasCapability reports whether the worker advertises capability c.
+func (c *Config) HasCapability(name string) bool { return slices.Contains(c.Capabilities, name) }
 
 // defaults returns a Config holding the built-in defaults.
 func defaults() *Config {
@@ -133,6 +166,8 @@ func defaults() *Config {
 		DrainTimeoutSecs:       300,
 		OnSignal:               "drain",
 		DeliveryTimeoutSecs:    600,
+		DockerPullPolicy:       "if-not-present",
+		ResultMaxAgeSecs:       86400,
 		LogFormat:              "text",
 		LogLevel:               "info",
 		Origins:                map[string]Source{},
@@ -163,6 +198,9 @@ func (c *Config) DeliveryTimeout() time.Duration { return secs(c.DeliveryTimeout
 
 // RequestTimeout is request_timeout_secs.
 func (c *Config) RequestTimeout() time.Duration { return secs(c.RequestTimeoutSecs) }
+
+// ResultMaxAge is result_max_age_secs.
+func (c *Config) ResultMaxAge() time.Duration { return secs(c.ResultMaxAgeSecs) }
 
 // ConnectTimeout is connect_timeout_secs.
 func (c *Config) ConnectTimeout() time.Duration { return secs(c.ConnectTimeoutSecs) }

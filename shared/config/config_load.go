@@ -222,11 +222,32 @@ func (l *loader) file(path string, explicit bool) {
 	// Keys are checked here, not with Decoder.KnownFields(true): its
 	// errors name neither the file nor the key of a wrongly typed value,
 	// and cannot suggest the key that was meant.
+	l.mapping(path, "", root)
+}
+
+// mapping applies the keys of one YAML mapping: the top level, or a
+// section (docker:, kubernetes:) whose keys are named section.key.
+func (l *loader) mapping(path, section string, m *yaml.Node) {
 	ly := l.layer(SourceFile)
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		kn, vn := root.Content[i], root.Content[i+1]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		kn, vn := m.Content[i], m.Content[i+1]
 		where := fmt.Sprintf("%s:%d", path, kn.Line)
 		name := kn.Value
+		if section != "" {
+			name = section + "." + name
+		}
+		if vn.Kind == yaml.AliasNode {
+			vn = vn.Alias
+		}
+		if isSection(name) {
+			switch {
+			case vn.Kind == yaml.MappingNode:
+				l.mapping(path, name, vn)
+			case vn.Tag != "!!null": // "docker:" alone is an empty section
+				l.fail("%s: %s: expected a section of keys (%s), found a %s", where, name, strings.Join(sectionKeys(name), ", "), kindName(vn))
+			}
+			continue
+		}
 		if slices.Contains(rustOnly, name) {
 			l.warn("%s: %s: %s", where, name, ignoredNote)
 			continue
@@ -235,9 +256,6 @@ func (l *loader) file(path string, explicit bool) {
 		if !ok {
 			l.fail("%s: unknown key %q%s", where, name, suggest(name, names()))
 			continue
-		}
-		if vn.Kind == yaml.AliasNode {
-			vn = vn.Alias
 		}
 		if vn.Tag == "!!null" { // "key:" with no value leaves the default
 			continue
@@ -299,8 +317,25 @@ func yamlError(path string, err error) error {
 	return fmt.Errorf("%s:%s: malformed YAML: %s", path, m[1], m[2])
 }
 
-// envName is the environment variable for a key or alias.
-func envName(name string) string { return EnvPrefix + strings.ToUpper(name) }
+// envName is the environment variable for a key or alias: a section's
+// keys are joined with "__" (docker.host: STROEM__DOCKER__HOST).
+func envName(name string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(name, ".", "__"))
+}
+
+// isSection reports whether name is a section (keys named name.x exist).
+func isSection(name string) bool { return len(sectionKeys(name)) > 0 }
+
+// sectionKeys lists a section's keys, without the section name.
+func sectionKeys(section string) []string {
+	var out []string
+	for _, k := range keys {
+		if rest, ok := strings.CutPrefix(k.name, section+"."); ok {
+			out = append(out, rest)
+		}
+	}
+	return out
+}
 
 // env applies STROEM__ variables and warns about the ones it does not know.
 func (l *loader) env(lk envconfig.Lookuper) {
@@ -421,7 +456,9 @@ func (l *loader) readTokenFile() {
 		l.fail("worker_token_file: %s is empty; put the worker token in it", c.WorkerTokenFile)
 		return
 	}
-	c.Origins["worker_token"] = c.Origins["worker_token_file"]
+	// The token's value came from the file, whatever set the file's path:
+	// an error about the value must point there, not at the variable.
+	c.Origins["worker_token"] = Source("worker_token_file " + c.WorkerTokenFile)
 }
 
 // suggest returns ` (did you mean "x"?)` for the candidate closest to s,

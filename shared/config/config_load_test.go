@@ -295,7 +295,7 @@ func TestWarnings(t *testing.T) {
 	t.Parallel()
 	const file = "worker_name: w\nrunner_image: img\ndocker:\n  host: unix:///x\nkubernetes:\n  namespace: n\nagents: {}\n"
 	env := with(map[string]string{
-		"STROEM__RUNNER_IMAGE":                         "img",
+		"STROEM__AGENTS__MODEL":                        "x",
 		"STROEM__KUBERNETES__RUNNER_STARTUP_CONFIGMAP": "cm",
 		"STROEM__POL_INTERVAL_SECS":                    "1",
 		"STROEM__FROBNICATE":                           "1",
@@ -311,17 +311,40 @@ func TestWarnings(t *testing.T) {
 		c.Warnings[i] = strings.TrimPrefix(w, filepath.Dir(path)+string(filepath.Separator))
 	}
 	want := []string{
-		"worker-config.yaml:2: runner_image: ignored: this worker runs only local script steps",
-		"worker-config.yaml:3: docker: ignored: this worker runs only local script steps",
-		"worker-config.yaml:5: kubernetes: ignored: this worker runs only local script steps",
-		"worker-config.yaml:7: agents: ignored: this worker runs only local script steps",
-		"STROEM__RUNNER_IMAGE: ignored: this worker runs only local script steps",
+		"worker-config.yaml:7: agents: ignored: this worker does not run agent steps",
+		"STROEM__AGENTS__MODEL: ignored: this worker does not run agent steps",
 		"STROEM__FROBNICATE: unknown variable, ignored",
-		"STROEM__KUBERNETES__RUNNER_STARTUP_CONFIGMAP: ignored: this worker runs only local script steps",
 		"STROEM__POL_INTERVAL_SECS: unknown variable, ignored (did you mean STROEM__POLL_INTERVAL_SECS?)",
 	}
 	if diff := cmp.Diff(want, c.Warnings); diff != "" {
 		t.Errorf("Warnings (-want +got):\n%s", diff)
+	}
+	// The container runners' sections load, from the file and the env.
+	got := []string{c.RunnerImage, c.DockerHost, c.KubeNamespace, c.KubeStartupConfigMap, string(c.Origins["kubernetes.runner_startup_configmap"])}
+	if diff := cmp.Diff([]string{"img", "unix:///x", "n", "cm", "env"}, got); diff != "" {
+		t.Errorf("runner sections (-want +got):\n%s", diff)
+	}
+}
+
+func TestSectionErrors(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ file, want string }{
+		{"docker:\n  hots: x\n", `:2: unknown key "docker.hots" (did you mean "docker.host"?)`},
+		{"docker: yes\n", `:1: docker: expected a section of keys (host, pull_policy), found a value`},
+		{"docker:\n", ""},
+		{"docker: {}\n", ""},
+	} {
+		path := writeFile(t, "worker-config.yaml", tt.file)
+		_, err := config.Load(config.LoadOptions{Path: path, Env: envconfig.MapLookuper(with(nil))})
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("Load(%q) = %v, want nil", tt.file, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Load(%q) = %v, want an error containing %q", tt.file, err, tt.want)
+		}
 	}
 }
 
@@ -329,13 +352,13 @@ func TestWarnings(t *testing.T) {
 // the plain keys; unknown names cannot be found.
 func TestWarningsUnlistableEnv(t *testing.T) {
 	t.Parallel()
-	env := with(map[string]string{"STROEM__RUNNER_IMAGE": "img", "STROEM__NOPE": "1"})
+	env := with(map[string]string{"STROEM__AGENTS": "x", "STROEM__NOPE": "1"})
 	lk := envconfig.LookuperFunc(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	c, err := config.Load(config.LoadOptions{Env: lk})
 	if err != nil {
 		t.Fatalf("Load() = %v", err)
 	}
-	want := []string{"STROEM__RUNNER_IMAGE: ignored: this worker runs only local script steps"}
+	want := []string{"STROEM__AGENTS: ignored: this worker does not run agent steps"}
 	if diff := cmp.Diff(want, c.Warnings); diff != "" {
 		t.Errorf("Warnings (-want +got):\n%s", diff)
 	}
@@ -345,6 +368,7 @@ func TestTokenFile(t *testing.T) {
 	t.Parallel()
 	tokenPath := writeFile(t, "token", "\n  "+token+"\n")
 	emptyPath := writeFile(t, "empty", " \n")
+	shortPath := writeFile(t, "short", "too-short\n")
 	missing := filepath.Join(t.TempDir(), "no-token")
 	tests := []struct {
 		name    string
@@ -363,6 +387,8 @@ func TestTokenFile(t *testing.T) {
 			wantErr: []string{"worker_token_file:", missing, "check the path"}},
 		{name: "empty file", env: map[string]string{"STROEM__WORKER_TOKEN": "", "STROEM__WORKER_TOKEN_FILE": emptyPath},
 			wantErr: []string{"worker_token_file: " + emptyPath + " is empty"}},
+		{name: "short token in file", env: map[string]string{"STROEM__WORKER_TOKEN": "", "STROEM__WORKER_TOKEN_FILE": shortPath},
+			wantErr: []string{"worker_token (from worker_token_file " + shortPath + "): must be at least 32 characters", "put the whole token in " + shortPath}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -378,8 +404,12 @@ func TestTokenFile(t *testing.T) {
 			if c.WorkerToken != token {
 				t.Errorf("WorkerToken has %d chars, want the %d of the file, trimmed", len(c.WorkerToken), len(token))
 			}
-			if got := c.Origins["worker_token"]; got != tt.wantSrc {
-				t.Errorf("Origins[worker_token] = %q, want %q", got, tt.wantSrc)
+			// The value came from the file, whichever layer named the file.
+			if got, want := c.Origins["worker_token"], config.Source("worker_token_file "+tokenPath); got != want {
+				t.Errorf("Origins[worker_token] = %q, want %q", got, want)
+			}
+			if got := c.Origins["worker_token_file"]; got != tt.wantSrc {
+				t.Errorf("Origins[worker_token_file] = %q, want %q", got, tt.wantSrc)
 			}
 		})
 	}

@@ -188,6 +188,8 @@ func TestLoadDefaults(t *testing.T) {
 		DrainTimeoutSecs:       300,
 		OnSignal:               "drain",
 		DeliveryTimeoutSecs:    600,
+		ResultMaxAgeSecs:       86400,
+		DockerPullPolicy:       "if-not-present",
 		LogFormat:              "text",
 		LogLevel:               "info",
 	}
@@ -263,7 +265,7 @@ func TestRedactedHidesToken(t *testing.T) {
 	if s := logged.String(); strings.Contains(s, token) || !strings.Contains(s, `"worker_token":"<redacted, 39 chars>"`) {
 		t.Errorf("slog output = %q, want the token redacted", s)
 	}
-	if got, want := len(c.Redacted()), 23; got != want {
+	if got, want := len(c.Redacted()), 30; got != want {
 		t.Errorf("len(Redacted()) = %d, want %d (one per key)", got, want)
 	}
 }

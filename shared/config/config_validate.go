@@ -68,6 +68,9 @@ func (c *Config) validate() []error {
 	switch {
 	case c.WorkerToken == "" && c.WorkerTokenFile == "":
 		bad("worker_token", "required; set it in the config file, STROEM__WORKER_TOKEN or worker_token_file (a file holding it)")
+	case c.WorkerToken != "" && len(c.WorkerToken) < MinTokenLen && c.WorkerTokenFile != "":
+		bad("worker_token", "must be at least %d characters (the server refuses shorter tokens), got %d; put the whole token in %s",
+			MinTokenLen, len(c.WorkerToken), c.WorkerTokenFile)
 	case c.WorkerToken != "" && len(c.WorkerToken) < MinTokenLen:
 		bad("worker_token", "must be at least %d characters (the server refuses shorter tokens), got %d; set it in the config file, STROEM__WORKER_TOKEN or worker_token_file",
 			MinTokenLen, len(c.WorkerToken))
@@ -85,17 +88,18 @@ func (c *Config) validate() []error {
 	}
 
 	if len(c.Capabilities) == 0 {
-		bad("capabilities", "must not be empty; this worker runs script steps, so set capabilities: [script]")
+		bad("capabilities", "must not be empty; set the kinds of step this worker runs, e.g. capabilities: [script]")
 	}
 	for _, cp := range c.Capabilities {
 		switch cp {
-		case "script":
-		case "docker", "kubernetes", "agent":
-			bad("capabilities", "%q is a Strøm capability this worker does not have: it runs only script steps; remove it, and leave %s steps to the Rust worker", cp, cp)
+		case "script", "docker", "kubernetes":
+		case "agent":
+			bad("capabilities", "%q is a Strøm capability this worker does not have: it runs script, docker and kubernetes steps; remove it, and leave agent steps to the Rust worker", cp)
 		default:
-			bad("capabilities", "unknown capability %q; this worker knows only script (old name: shell)", cp)
+			bad("capabilities", "unknown capability %q; this worker knows script (old name: shell), docker and kubernetes", cp)
 		}
 	}
+	oneOf("docker.pull_policy", c.DockerPullPolicy, "if-not-present", "always", "never")
 	for _, t := range c.Tags {
 		if slices.Contains([]string{"script", "docker", "kubernetes", "agent"}, t) {
 			bad("tags", "%q is a capability, not a tag; move it to capabilities", t)
@@ -120,6 +124,7 @@ func (c *Config) validate() []error {
 	nonNegative("drain_timeout_secs", c.DrainTimeoutSecs)
 	oneOf("on_signal", c.OnSignal, "drain", "cancel")
 	positive("delivery_timeout_secs", c.DeliveryTimeoutSecs)
+	positive("result_max_age_secs", c.ResultMaxAgeSecs)
 
 	if c.Listen != "" {
 		_, port, err := net.SplitHostPort(c.Listen)

@@ -20,11 +20,27 @@
 // sweep rules 1 and 4 (§8). Artifacts and state snapshots are kept in memory
 // with the server's status codes (§10, §1.10), as if storage were configured.
 //
+// Retries are modelled as the server's retry: orchestration leaves them: a
+// failed step with attempts left (StepSpec.Retries), or one a test
+// re-queues (Requeue), is ready again at once, without retry_at delays.
+// Each step counts its attempts and, per attempt, the claims, starts and
+// completes that arrived during it (StepState.Attempts), so a test can
+// tell how often a step was claimed and whether a stale result landed on
+// a later attempt.
+//
 // What it is not: a Strøm server. There are no task definitions, no
 // templates (a step can only be told to fail rendering), no dependencies
-// between steps (every step of a job is ready at once), no retries, loops,
-// hooks, step or job timeouts, per-job artifact caps or secrets, and no
+// between steps (every step of a job is ready at once), no loops, hooks,
+// step or job timeouts, per-job artifact caps or secrets, and no
 // persistence.
+//
+// Faults (SetFault, RandomFaults, Down) are injected before a request is
+// handled (a status, a delay, a dropped connection: nothing is committed)
+// or after it (Fault.DelayAnswer, Fault.DropAnswer: the server commits,
+// then the answer is late or lost), so that lost claim answers, log
+// batches sent twice and completes applied without an answer can be
+// tested. Every stored log batch is kept in LogBatches with a count of
+// earlier identical ones, so tests can count duplicates.
 //
 // Claims are served in FIFO order of enqueueing so that tests are
 // deterministic; the real server picks a random matching step (§1.5).

@@ -3,6 +3,7 @@ package fakeserver
 import (
 	"context"
 	"encoding/json"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"net/http"
@@ -58,6 +59,8 @@ type Server struct {
 	workers    map[string]*worker
 	workerList []string // registration order, for Workers()
 	logs       map[string][]LogRecord
+	batches    map[string][]logBatch
+	seed       maphash.Seed // for log batch checksums
 	cancelSet  map[string]bool
 	workspaces map[string]*workspace
 	artifacts  map[artifactKey][]Artifact
@@ -105,6 +108,8 @@ func New(opts Options) *Server {
 		jobs:       map[string]*job{},
 		workers:    map[string]*worker{},
 		logs:       map[string][]LogRecord{},
+		batches:    map[string][]logBatch{},
+		seed:       maphash.MakeSeed(),
 		cancelSet:  map[string]bool{},
 		workspaces: map[string]*workspace{},
 		artifacts:  map[artifactKey][]Artifact{},

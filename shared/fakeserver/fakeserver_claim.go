@@ -113,6 +113,8 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request) {
 	st.state.WorkerID = wid
 	st.state.StartedAt = now
 	st.state.Claims++
+	st.attempt().Claims++
+	st.attempt().WorkerID = wid
 	if st.spec.RenderFail {
 		// The server has already failed the step and written a _server
 		// line when it answers 422 (§1.5).

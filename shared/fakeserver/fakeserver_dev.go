@@ -22,6 +22,7 @@ type devStep struct {
 	ExitCode    *int            `json:"exit_code"`
 	Output      json.RawMessage `json:"output"`
 	Error       string          `json:"error,omitempty"`
+	Attempt     int             `json:"attempt"`
 	Claims      int             `json:"claims"`
 	Starts      int             `json:"starts"`
 	Completes   int             `json:"completes"`
@@ -59,7 +60,7 @@ func (s *Server) devJobLocked(j *job, full bool) devJob {
 		c := st.state.clone()
 		d.Steps = append(d.Steps, devStep{StepName: st.spec.StepName, ActionName: st.spec.ActionName,
 			ActionType: st.spec.ActionType, Runner: st.spec.Runner, Status: c.Status, WorkerID: c.WorkerID,
-			ExitCode: c.ExitCode, Output: c.Output, Error: c.Error, Claims: c.Claims, Starts: c.Starts,
+			ExitCode: c.ExitCode, Output: c.Output, Error: c.Error, Attempt: c.Attempt, Claims: c.Claims, Starts: c.Starts,
 			Completes: c.Completes, StartedAt: timePtr(c.StartedAt), CompletedAt: timePtr(c.CompletedAt)})
 	}
 	d.Logs = append([]LogRecord{}, s.logs[j.id]...)

@@ -15,7 +15,9 @@ type Request struct {
 	Method string
 	Path   string // unescaped URL path
 	Query  string // raw query
-	// Status is the reply's status code; 0 when the connection was dropped.
+	// Status is the reply's status code; 0 when the connection was
+	// dropped before handling (Fault.Drop, Down). With Fault.DropAnswer it
+	// is the status the handler decided but never sent.
 	Status int
 	// Header is the request's headers without Authorization (never keep
 	// the token), plus Content-Length when the client sent one.
@@ -113,28 +115,39 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// Faults come before auth, as a proxy or a dying server would.
-	if f := s.faultFor(r); f != (Fault{}) {
-		rec.Fault = f
-		if f.Delay > 0 {
-			t := time.NewTimer(f.Delay)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
-			}
+	f := s.faultFor(r)
+	rec.Fault = f
+	if f.Delay > 0 {
+		wait(r.Context(), f.Delay)
+	}
+	switch {
+	case f.Drop:
+		s.record(rec)
+		drop(w)
+		return
+	case f.Status != 0:
+		rw := &recorder{ResponseWriter: w, s: s, rec: rec}
+		writePlain(rw, f.Status, f.Body)
+		return
+	case f.after():
+		held := &heldAnswer{header: http.Header{}}
+		s.serve(&recorder{ResponseWriter: held, s: s, rec: rec}, r)
+		if f.DelayAnswer > 0 {
+			wait(r.Context(), f.DelayAnswer)
 		}
-		switch {
-		case f.Drop:
-			s.record(rec)
+		if f.DropAnswer {
 			drop(w)
 			return
-		case f.Status != 0:
-			rw := &recorder{ResponseWriter: w, s: s, rec: rec}
-			writePlain(rw, f.Status, f.Body)
-			return
 		}
+		held.send(w)
+		return
 	}
-	rw := &recorder{ResponseWriter: w, s: s, rec: rec}
+	s.serve(&recorder{ResponseWriter: w, s: s, rec: rec}, r)
+}
+
+// serve handles a request: authentication, then the route. The request
+// is recorded when its status is decided.
+func (s *Server) serve(rw *recorder, r *http.Request) {
 	defer func() {
 		if !rw.written {
 			rw.WriteHeader(http.StatusOK)

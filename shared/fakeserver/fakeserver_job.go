@@ -65,6 +65,11 @@ type StepSpec struct {
 	// RenderFail makes the claim of this step fail template rendering:
 	// 422 and the step failed (§1.5).
 	RenderFail bool `json:"render_fail,omitempty"`
+	// Retries is the step's retry: config, as the number of attempts
+	// after the first: a step failed by a complete or by the recovery
+	// sweep's heartbeat rule (§1.7, §8) is made ready again at once (the
+	// fake has no retry_at delay) while attempts remain.
+	Retries int `json:"retries,omitempty"`
 }
 
 // StepState is what the server holds for one step. Its JSON uses the Go
@@ -82,6 +87,26 @@ type StepState struct {
 	Claims, Starts, Completes int
 	StartedAt                 time.Time
 	CompletedAt               time.Time
+	// Attempt is the step's current attempt, from 1; a retry (Retries,
+	// Requeue) starts the next.
+	Attempt int
+	// Attempts is what happened in each attempt, oldest first; the last
+	// is the current one.
+	Attempts []AttemptState
+}
+
+// AttemptState counts the calls that touched a step during one attempt:
+// from the step becoming ready until it is re-queued. The server cannot
+// tell which attempt a worker's call was meant for, so a late complete of
+// an earlier attempt counts in the attempt during which it arrived.
+type AttemptState struct {
+	// WorkerID is the worker that last claimed or started the step in
+	// this attempt ("" when none did).
+	WorkerID                  string
+	Claims, Starts, Completes int
+	// Status is the step's status when the attempt ended, or now for the
+	// current attempt.
+	Status string
 }
 
 // JobState is what the server holds for one job.
@@ -233,7 +258,7 @@ func (s *Server) addJob(spec JobSpec) (string, error) {
 	j := &job{id: spec.JobID, taskName: spec.TaskName, workspace: spec.Workspace, status: JobPending, created: now}
 	for _, st := range spec.Steps {
 		p := &step{job: j, spec: st, ability: requiredAbility(st.ActionType, st.Runner), ready: now,
-			state: StepState{Status: StatusReady}}
+			state: StepState{Status: StatusReady, Attempt: 1, Attempts: []AttemptState{{}}}}
 		j.steps = append(j.steps, p)
 		s.queue = append(s.queue, p)
 	}
@@ -280,7 +305,58 @@ func (st StepState) clone() StepState {
 		st.ExitCode = &c
 	}
 	st.Output = bytes.Clone(st.Output)
+	st.Attempts = slices.Clone(st.Attempts)
+	if n := len(st.Attempts); n > 0 {
+		st.Attempts[n-1].Status = st.Status
+	}
 	return st
+}
+
+// attempt is the step's current attempt.
+func (st *step) attempt() *AttemptState {
+	return &st.state.Attempts[len(st.state.Attempts)-1]
+}
+
+// Requeue makes step name of job jobID ready for another attempt, as the
+// server's retry: orchestration does (§1.7, §8), whatever its status; a
+// finished job that is not cancelled runs again. It reports whether the
+// step exists.
+func (s *Server) Requeue(jobID, name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.findStepLocked(jobID, name)
+	if st == nil {
+		return false
+	}
+	s.requeueLocked(st)
+	return true
+}
+
+func (s *Server) requeueLocked(st *step) {
+	st.attempt().Status = st.state.Status
+	st.state.Attempts = append(st.state.Attempts, AttemptState{})
+	st.state.Attempt++
+	st.state.Status = StatusReady
+	st.state.WorkerID = ""
+	st.ready = s.now()
+	if j := st.job; j.status == JobCompleted || j.status == JobFailed {
+		j.status = JobPending
+		if !j.started.IsZero() {
+			j.status = JobRunning
+		}
+		j.finished = time.Time{}
+	}
+	s.bumpLocked()
+}
+
+// orchestrateLocked follows a step's change of status: a failed step with
+// attempts left is re-queued, else the job may end.
+func (s *Server) orchestrateLocked(st *step) {
+	if st.state.Status == StatusFailed && st.state.Attempt <= st.spec.Retries {
+		s.requeueLocked(st)
+		return
+	}
+	s.settleJobLocked(st.job)
 }
 
 // Job returns a copy of the state of job jobID.

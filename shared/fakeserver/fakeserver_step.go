@@ -48,6 +48,8 @@ func (s *Server) start(jobID, name, wid string) bool {
 	st.state.WorkerID = wid
 	st.state.StartedAt = now
 	st.state.Starts++
+	st.attempt().Starts++
+	st.attempt().WorkerID = wid
 	if st.job.status == JobPending {
 		st.job.status = JobRunning
 		st.job.started = now
@@ -96,6 +98,7 @@ func (s *Server) complete(jobID, name string, req completeRequest) {
 			st.state.ExitCode = nil
 		}
 		st.state.Completes++
+		st.attempt().Completes++
 		st.state.CompletedAt = s.now()
 		if code != 0 || req.Error != nil {
 			st.state.Status = StatusFailed
@@ -113,7 +116,7 @@ func (s *Server) complete(jobID, name string, req completeRequest) {
 				st.state.Output = nil
 			}
 		}
-		s.settleJobLocked(st.job)
+		s.orchestrateLocked(st)
 		s.bumpLocked()
 	}
 }
@@ -197,7 +200,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 		recs[i] = LogRecord{TS: l.TS, Stream: l.Stream, Step: stepName, Line: l.Line}
 	}
 	s.mu.Lock()
-	s.appendLogLocked(jobID, recs...)
+	s.storeBatchLocked(jobID, stepName, recs)
 	s.bumpLocked()
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, statusOK)

@@ -7,7 +7,8 @@ import (
 
 // Sweep runs the recovery sweeper once at Options.Now (§8), applying
 // rule 1 (workers silent for longer than HeartbeatTimeout become inactive
-// and their running steps fail) and rule 4 (ready steps older than
+// and their running steps fail, or are re-queued when StepSpec.Retries
+// leaves attempts) and rule 4 (ready steps older than
 // UnmatchedStepTimeout with no active worker whose registered
 // capabilities and tags match fail). Step and job timeouts (rules 2, 3)
 // are not simulated. The server runs this every sweep_interval_secs; the
@@ -28,21 +29,22 @@ func (s *Server) Sweep() {
 		switch {
 		case st.state.Status == StatusRunning && dead[st.state.WorkerID]:
 			w := st.state.WorkerID
-			s.failLocked(st, fmt.Sprintf("Worker heartbeat timeout (worker %s unresponsive)", w))
+			s.markFailedLocked(st, fmt.Sprintf("Worker heartbeat timeout (worker %s unresponsive)", w))
 			s.serverLogLocked(st.job.id, fmt.Sprintf("[recovery] Worker %s unresponsive (heartbeat timeout), failing step '%s'", w, st.spec.StepName))
+			s.orchestrateLocked(st)
 		case st.state.Status == StatusReady && claimable(st.spec.ActionType) &&
 			st.ready.Before(now.Add(-s.unmTTL)) && !s.anyActiveWorkerMatchesLocked(st):
-			s.failLocked(st, "No active worker with required capability/tags to run this step")
+			s.markFailedLocked(st, "No active worker with required capability/tags to run this step")
+			s.settleJobLocked(st.job)
 		}
 	}
 	s.bumpLocked()
 }
 
-func (s *Server) failLocked(st *step, msg string) {
+func (s *Server) markFailedLocked(st *step, msg string) {
 	st.state.Status = StatusFailed
 	st.state.Error = msg
 	st.state.CompletedAt = s.now()
-	s.settleJobLocked(st.job)
 }
 
 // anyActiveWorkerMatchesLocked uses the registered capabilities, tags

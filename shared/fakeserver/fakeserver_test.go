@@ -328,7 +328,8 @@ func TestRoundTrip(t *testing.T) {
 	st, ok := e.srv.Step(job, "process[0]")
 	zero := 0
 	wantSt := fakeserver.StepState{Status: "completed", WorkerID: w, ExitCode: &zero, Output: json.RawMessage(`{"greeting":"Hello Bob!"}`),
-		Claims: 1, Starts: 1, Completes: 1}
+		Claims: 1, Starts: 1, Completes: 1,
+		Attempt: 1, Attempts: []fakeserver.AttemptState{{WorkerID: w, Claims: 1, Starts: 1, Completes: 1, Status: "completed"}}}
 	st.StartedAt, st.CompletedAt = time.Time{}, time.Time{}
 	if diff := cmp.Diff(wantSt, st); !ok || diff != "" {
 		t.Errorf("Step() (-want +got):\n%s", diff)
@@ -377,6 +378,8 @@ func TestCompleteRules(t *testing.T) {
 			e.post("/worker/jobs/"+job+"/steps/s/complete", tc.body, 200)
 			got, _ := e.srv.Step(job, "s")
 			got.CompletedAt = time.Time{}
+			tc.want.Attempt = 1
+			tc.want.Attempts = []fakeserver.AttemptState{{Completes: 1, Status: tc.want.Status}}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("complete %s (-want +got):\n%s", tc.body, diff)
 			}
@@ -954,5 +957,292 @@ func TestOnLogReceivesLinesInsteadOfStoring(t *testing.T) {
 	}
 	if n := len(srv.Logs(job)); n != 0 {
 		t.Errorf("Logs() with OnLog = %d records, want none kept", n)
+	}
+}
+
+// lost sends a request whose answer the test expects never to arrive.
+func (e *env) lost(method, path, body string) error {
+	e.t.Helper()
+	req, err := http.NewRequestWithContext(e.t.Context(), method, e.url+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := e.hc.Do(req)
+	if err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		e.t.Fatalf("%s %s = %d %s, want no answer", method, path, resp.StatusCode, b)
+	}
+	return err
+}
+
+// TestFaultsAfterHandling drops or holds back answers after the server
+// has committed what the request asked for: a lost claim answer, a log
+// batch sent again after its answer was lost, a complete whose answer was
+// lost.
+func TestFaultsAfterHandling(t *testing.T) {
+	t.Parallel()
+	dropAnswer := func(endpoint string) func(*fakeserver.Server, *http.Request) fakeserver.Fault {
+		return func(s *fakeserver.Server, r *http.Request) fakeserver.Fault {
+			if s.Endpoint(r) == endpoint {
+				return fakeserver.Fault{DropAnswer: true}
+			}
+			return fakeserver.Fault{}
+		}
+	}
+
+	t.Run("claim", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, fakeserver.Options{})
+		w := e.register(`["script"]`, `[]`, false)
+		job := e.srv.AddJob(fakeserver.JobSpec{Steps: []fakeserver.StepSpec{script("s")}})
+		e.srv.SetFault(func(r *http.Request) fakeserver.Fault { return dropAnswer("POST /worker/jobs/claim")(e.srv, r) })
+		e.lost(http.MethodPost, "/worker/jobs/claim", `{"worker_id":"`+w+`","capabilities":["script"]}`)
+		st, _ := e.srv.Step(job, "s")
+		if st.Status != "running" || st.WorkerID != w || st.Claims != 1 {
+			t.Errorf("step after a claim whose answer was lost = %s by %s, %d claims; want running by %s, 1 claim", st.Status, st.WorkerID, st.Claims, w)
+		}
+		reqs := e.srv.Requests()
+		if last := reqs[len(reqs)-1]; last.Path != "/worker/jobs/claim" || !last.Fault.DropAnswer || last.Status != 200 {
+			t.Errorf("recorded claim = %s %d %+v, want the claim, status 200 kept back, DropAnswer", last.Path, last.Status, last.Fault)
+		}
+		// Nothing else is claimable: the step is stranded unless the
+		// worker id stops heartbeating (§8 rule 1).
+		e.srv.SetFault(nil)
+		if c := e.claim(w, `["script"]`, `[]`, false); c["job_id"] != nil {
+			t.Errorf("claim after the lost answer = %v, want no work", c)
+		}
+	})
+
+	t.Run("log batch sent again", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, fakeserver.Options{})
+		job := e.srv.AddJob(fakeserver.JobSpec{Steps: []fakeserver.StepSpec{script("s")}})
+		var mu sync.Mutex
+		lose := 1
+		e.srv.SetFault(func(r *http.Request) fakeserver.Fault {
+			mu.Lock()
+			defer mu.Unlock()
+			if e.srv.Endpoint(r) == "POST /worker/jobs/{id}/logs" && lose > 0 {
+				lose--
+				return fakeserver.Fault{DropAnswer: true}
+			}
+			return fakeserver.Fault{}
+		})
+		first := `{"step_name":"s","lines":[{"ts":"t1","stream":"stdout","line":"a"},{"ts":"t2","stream":"stdout","line":"b"}]}`
+		e.lost(http.MethodPost, "/worker/jobs/"+job+"/logs", first)
+		e.post("/worker/jobs/"+job+"/logs", first, 200) // the retry
+		e.post("/worker/jobs/"+job+"/logs", `{"step_name":"s","lines":[{"ts":"t3","stream":"stdout","line":"c"}]}`, 200)
+
+		var lines []string
+		for _, l := range e.srv.Logs(job) {
+			lines = append(lines, l.Line)
+		}
+		if diff := cmp.Diff([]string{"a", "b", "a", "b", "c"}, lines); diff != "" {
+			t.Errorf("Logs() (-want +got):\n%s", diff)
+		}
+		want := []fakeserver.LogBatch{
+			{Step: "s", First: 0, Lines: 2},
+			{Step: "s", First: 2, Lines: 2, Duplicate: 1},
+			{Step: "s", First: 4, Lines: 1},
+		}
+		if diff := cmp.Diff(want, e.srv.LogBatches(job)); diff != "" {
+			t.Errorf("LogBatches() (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("complete", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, fakeserver.Options{})
+		w := e.register(`["script"]`, `[]`, false)
+		job := e.srv.AddJob(fakeserver.JobSpec{Steps: []fakeserver.StepSpec{script("s")}})
+		e.claim(w, `["script"]`, `[]`, false)
+		e.srv.SetFault(func(r *http.Request) fakeserver.Fault {
+			return dropAnswer("POST /worker/jobs/{id}/steps/{step}/complete")(e.srv, r)
+		})
+		e.lost(http.MethodPost, "/worker/jobs/"+job+"/steps/s/complete", `{"exit_code":0,"output":{"n":1}}`)
+		st, _ := e.srv.Step(job, "s")
+		if st.Status != "completed" || st.Completes != 1 || string(st.Output) != `{"n":1}` {
+			t.Errorf("step after a complete whose answer was lost = %+v, want completed with its output", st)
+		}
+		if j, _ := e.srv.Job(job); j.Status != "completed" {
+			t.Errorf("job = %s, want completed", j.Status)
+		}
+	})
+
+	t.Run("answer later than the client waits", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, fakeserver.Options{})
+		job := e.srv.AddJob(fakeserver.JobSpec{Steps: []fakeserver.StepSpec{script("s")}})
+		e.srv.SetFault(func(r *http.Request) fakeserver.Fault {
+			if e.srv.Endpoint(r) == "POST /worker/jobs/{id}/steps/{step}/complete" {
+				return fakeserver.Fault{DelayAnswer: time.Hour}
+			}
+			return fakeserver.Fault{}
+		})
+		// The client gives up once the server has applied the complete,
+		// as a client whose timeout ran out would.
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() {
+			applied := func(s *fakeserver.Server) bool { st, _ := s.Step(job, "s"); return st.Completes == 1 }
+			if e.srv.WaitFor(ctx, applied) == nil {
+				cancel()
+			}
+		})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/worker/jobs/"+job+"/steps/s/complete", strings.NewReader(`{"exit_code":2}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := e.hc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("complete with a held answer = %d, want the client to give up", resp.StatusCode)
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("complete with a held answer: %v, want context.Canceled", err)
+		}
+		if st, _ := e.srv.Step(job, "s"); st.Status != "failed" || st.Completes != 1 {
+			t.Errorf("step = %s with %d completes, want failed by the one complete", st.Status, st.Completes)
+		}
+	})
+
+	t.Run("answer delayed, then sent", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, fakeserver.Options{})
+		e.srv.SetFault(func(*http.Request) fakeserver.Fault { return fakeserver.Fault{DelayAnswer: time.Millisecond} })
+		r := e.do(http.MethodPost, "/worker/register", `{"name":"w","capabilities":["script"]}`)
+		if r.status != 200 || r.header.Get("Content-Type") != "application/json" || !strings.Contains(r.body, `"worker_id"`) {
+			t.Errorf("register with a delayed answer = %d %s %q, want the whole answer", r.status, r.header.Get("Content-Type"), r.body)
+		}
+		if n := len(e.srv.Workers()); n != 1 {
+			t.Errorf("Workers() = %d, want 1", n)
+		}
+	})
+}
+
+func TestRandomFaults(t *testing.T) {
+	t.Parallel()
+	lost := fakeserver.Fault{DropAnswer: true}
+	run := func() []bool {
+		f := fakeserver.RandomFaults(0.5, 42, lost)
+		var out []bool
+		for range 64 {
+			out = append(out, f(nil) == lost)
+		}
+		return out
+	}
+	a := run()
+	if diff := cmp.Diff(a, run()); diff != "" {
+		t.Errorf("same seed, different faults (-first +second):\n%s", diff)
+	}
+	n := 0
+	for _, hit := range a {
+		if hit {
+			n++
+		}
+	}
+	if n == 0 || n == len(a) {
+		t.Errorf("rate 0.5 hit %d of %d", n, len(a))
+	}
+}
+
+func TestEndpoint(t *testing.T) {
+	t.Parallel()
+	srv := fakeserver.New(fakeserver.Options{})
+	for _, tc := range []struct{ method, path, want string }{
+		{"POST", "/worker/jobs/claim", "POST /worker/jobs/claim"},
+		{"POST", "/worker/jobs/" + uuid.NewString() + "/steps/a%2Fb/complete", "POST /worker/jobs/{id}/steps/{step}/complete"},
+		{"POST", "/worker/jobs/" + uuid.NewString() + "/logs", "POST /worker/jobs/{id}/logs"},
+		{"GET", "/worker/jobs/claim", ""},
+		{"GET", "/nowhere", ""},
+	} {
+		r := httptest.NewRequest(tc.method, tc.path, nil)
+		if got := srv.Endpoint(r); got != tc.want {
+			t.Errorf("Endpoint(%s %s) = %q, want %q", tc.method, tc.path, got, tc.want)
+		}
+	}
+}
+
+// TestAttempts re-queues steps as the server's retry: does and counts the
+// claims and calls of each attempt.
+func TestAttempts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, fakeserver.Options{})
+	w1 := e.register(`["script"]`, `[]`, false)
+	w2 := e.register(`["script"]`, `[]`, false)
+	job := e.srv.AddJob(fakeserver.JobSpec{Steps: []fakeserver.StepSpec{script("s")}})
+	if st, _ := e.srv.Step(job, "s"); st.Attempt != 1 || len(st.Attempts) != 1 {
+		t.Errorf("new step: attempt %d of %d, want 1 of 1", st.Attempt, len(st.Attempts))
+	}
+	e.claim(w1, `["script"]`, `[]`, false)
+	e.post("/worker/jobs/"+job+"/steps/s/start", `{"worker_id":"`+w1+`"}`, 200)
+	e.post("/worker/jobs/"+job+"/steps/s/complete", `{"exit_code":1}`, 200)
+	if j, _ := e.srv.Job(job); j.Status != "failed" {
+		t.Fatalf("job after its only step failed = %s, want failed", j.Status)
+	}
+	if !e.srv.Requeue(job, "s") {
+		t.Fatal("Requeue() = false")
+	}
+	st, _ := e.srv.Step(job, "s")
+	if st.Status != "ready" || st.Attempt != 2 || st.WorkerID != "" {
+		t.Errorf("step after Requeue = %s, attempt %d, worker %q; want ready, attempt 2, no worker", st.Status, st.Attempt, st.WorkerID)
+	}
+	if j, _ := e.srv.Job(job); j.Status != "running" || !j.FinishedAt.IsZero() {
+		t.Errorf("job after Requeue = %s finished %v, want running again", j.Status, j.FinishedAt)
+	}
+	// A late complete of attempt 1 lands on attempt 2: the server cannot
+	// tell them apart, the counts can.
+	e.post("/worker/jobs/"+job+"/steps/s/complete", `{"exit_code":1}`, 200)
+	e.srv.Requeue(job, "s")
+	e.claim(w2, `["script"]`, `[]`, false)
+	e.post("/worker/jobs/"+job+"/steps/s/start", `{"worker_id":"`+w2+`"}`, 200)
+	e.post("/worker/jobs/"+job+"/steps/s/complete", `{"exit_code":0}`, 200)
+	st, _ = e.srv.Step(job, "s")
+	want := []fakeserver.AttemptState{
+		{WorkerID: w1, Claims: 1, Starts: 1, Completes: 1, Status: "failed"},
+		{Completes: 1, Status: "failed"},
+		{WorkerID: w2, Claims: 1, Starts: 1, Completes: 1, Status: "completed"},
+	}
+	if diff := cmp.Diff(want, st.Attempts); diff != "" || st.Attempt != 3 || st.Claims != 2 || st.Status != "completed" {
+		t.Errorf("step = %s, attempt %d, %d claims, want completed, 3, 2; attempts (-want +got):\n%s", st.Status, st.Attempt, st.Claims, diff)
+	}
+	if e.srv.Requeue(job, "nope") || e.srv.Requeue(uuid.NewString(), "s") {
+		t.Error("Requeue() of an unknown step = true")
+	}
+}
+
+// TestRetries is the server's retry: config: a failed step with attempts
+// left is ready again at once, whether a complete or the recovery sweep
+// failed it; the last attempt's failure fails the job.
+func TestRetries(t *testing.T) {
+	t.Parallel()
+	c := &clock{t: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	e := newEnv(t, fakeserver.Options{Now: c.Now})
+	w := e.register(`["script"]`, `[]`, false)
+	spec := script("s")
+	spec.Retries = 2
+	job := e.srv.AddJob(fakeserver.JobSpec{Steps: []fakeserver.StepSpec{spec}})
+
+	e.claim(w, `["script"]`, `[]`, false)
+	e.post("/worker/jobs/"+job+"/steps/s/complete", `{"exit_code":3}`, 200)
+	if st, _ := e.srv.Step(job, "s"); st.Status != "ready" || st.Attempt != 2 {
+		t.Errorf("after attempt 1 failed: %s, attempt %d; want ready, attempt 2", st.Status, st.Attempt)
+	}
+	e.claim(w, `["script"]`, `[]`, false)
+	c.Add(121 * time.Second) // w falls silent
+	e.srv.Sweep()
+	if st, _ := e.srv.Step(job, "s"); st.Status != "ready" || st.Attempt != 3 || st.Attempts[1].Status != "failed" {
+		t.Errorf("after attempt 2 was failed by the sweep: %s, attempt %d, attempts %+v; want ready, attempt 3", st.Status, st.Attempt, st.Attempts)
+	}
+	e.post("/worker/heartbeat", `{"worker_id":"`+w+`"}`, 200)
+	e.claim(w, `["script"]`, `[]`, false)
+	e.post("/worker/jobs/"+job+"/steps/s/complete", `{"exit_code":3}`, 200)
+	st, _ := e.srv.Step(job, "s")
+	if j, _ := e.srv.Job(job); st.Status != "failed" || st.Attempt != 3 || j.Status != "failed" {
+		t.Errorf("after the last attempt failed: step %s, attempt %d, job %s; want failed, 3, failed", st.Status, st.Attempt, j.Status)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -43,6 +42,9 @@ type ShipOptions struct {
 	// record it refuses, and only that record is dropped. Nil: every error
 	// is retried.
 	Permanent func(error) bool
+	// Fatal says no retry can succeed until someone acts (the token was
+	// rejected): Ship returns the error at once, the spool kept. Nil: none.
+	Fatal func(error) bool
 	// RetryInitial and RetryMax shape the jittered exponential backoff
 	// between failed sends (defaults 250 ms and 10 s).
 	RetryInitial, RetryMax time.Duration
@@ -81,6 +83,9 @@ func Ship(ctx context.Context, s *Spool, o ShipOptions) (Stats, error) {
 	}
 	if o.Permanent == nil {
 		o.Permanent = func(error) bool { return false }
+	}
+	if o.Fatal == nil {
+		o.Fatal = func(error) bool { return false }
 	}
 	if o.Send == nil {
 		return Stats{}, errors.New("shipping logs: no sender")
@@ -136,27 +141,11 @@ func Ship(ctx context.Context, s *Spool, o ShipOptions) (Stats, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return sh.done(), fmt.Errorf("shipping logs: %w (%d bytes not delivered)", ctx.Err(), total-sent)
+			return sh.done(), fmt.Errorf("shipping logs: %w (%d bytes not delivered)", context.Cause(ctx), total-sent)
 		case <-tick:
 		case <-s.notify:
 		}
 	}
-}
-
-// Deliver ships what is left of a spool a dead process left behind, from
-// its acknowledged offset (its log is complete by definition). StepName
-// defaults to the spool's. The spool is returned for its Completion and
-// Remove; it stays on disk whatever happens.
-func Deliver(ctx context.Context, dir string, o ShipOptions) (*Spool, Stats, error) {
-	s, err := Open(dir)
-	if err != nil {
-		return nil, Stats{}, err
-	}
-	if o.StepName == "" {
-		o.StepName = s.meta.StepName
-	}
-	st, err := Ship(ctx, s, o)
-	return s, st, err
 }
 
 type shipper struct {
@@ -173,6 +162,8 @@ type shipper struct {
 	prefix []byte
 	body   []byte
 	stats  Stats
+	// ackFailed: persisting the offset failed once already.
+	ackFailed bool
 }
 
 func (sh *shipper) done() Stats {
@@ -183,13 +174,15 @@ func (sh *shipper) done() Stats {
 
 // fill tops the window up from the file.
 func (sh *shipper) fill() error {
-	if sh.f == nil || sh.n == len(sh.buf) {
-		return nil
-	}
-	m, err := sh.f.ReadAt(sh.buf[sh.n:], sh.off+int64(sh.n))
-	sh.n += m
-	if err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("reading spool: %w", err)
+	for sh.n < len(sh.buf) {
+		m, err := sh.s.readAt(sh.f, sh.buf[sh.n:], sh.off+int64(sh.n))
+		sh.n += m
+		if err != nil {
+			return fmt.Errorf("reading spool: %w", err)
+		}
+		if m == 0 {
+			return nil
+		}
 	}
 	return nil
 }
@@ -279,8 +272,10 @@ func (sh *shipper) skipDamaged() error {
 // ack persists the acknowledged offset; failing to is logged, not fatal:
 // the lines are delivered, and a lost offset only means duplicates later.
 func (sh *shipper) ack(off int64) {
-	if err := sh.s.ack(off); err != nil {
-		sh.o.Logger.Warn("recording shipped log offset", "error", err.Error())
+	if err := sh.s.ack(off); err != nil && !sh.ackFailed {
+		// Once per Ship: on a full disk it would fail for every batch.
+		sh.ackFailed = true
+		sh.o.Logger.Warn("recording shipped log offset (a crash now would resend lines)", "error", err.Error())
 	}
 }
 
@@ -312,7 +307,10 @@ func (sh *shipper) send(ctx context.Context, recs [][]byte, off int64) error {
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("shipping logs: %w (last send: %w)", ctx.Err(), err)
+			return fmt.Errorf("shipping logs: %w (last send: %w)", context.Cause(ctx), err)
+		}
+		if sh.o.Fatal(err) {
+			return fmt.Errorf("shipping logs: %w", err)
 		}
 		if sh.o.Permanent(err) {
 			if len(recs) == 1 {
@@ -337,7 +335,7 @@ func (sh *shipper) send(ctx context.Context, recs [][]byte, off int64) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("shipping logs: %w (last send: %w)", ctx.Err(), err)
+			return fmt.Errorf("shipping logs: %w (last send: %w)", context.Cause(ctx), err)
 		case <-t.C:
 		}
 		delay = min(delay*2, sh.o.RetryMax)

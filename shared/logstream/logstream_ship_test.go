@@ -21,9 +21,6 @@ import (
 	"github.com/stroem-worker/stroem-worker/shared/logstream"
 )
 
-// wait is the generous deadline for things that happen promptly.
-const wait = 10 * time.Second
-
 // decode turns request bodies back into lines.
 func decode(t *testing.T, bodies [][]byte) []api.LogLine {
 	t.Helper()
@@ -114,13 +111,22 @@ func shipAsync(ctx context.Context, sp *logstream.Spool, o logstream.ShipOptions
 	return done
 }
 
+// await waits for ch as long as the test may run (go test -timeout),
+// less a margin to report which wait it was: how long the work takes on a
+// busy machine is not this test's to guess.
 func await[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
+	var limit <-chan time.Time
+	if d, ok := t.Deadline(); ok {
+		timer := time.NewTimer(time.Until(d) - 10*time.Second)
+		defer timer.Stop()
+		limit = timer.C
+	}
 	select {
 	case v := <-ch:
 		return v
-	case <-time.After(wait):
-		t.Fatalf("no %s within %v", what, wait)
+	case <-limit:
+		t.Fatalf("no %s before the test's deadline", what)
 		panic("unreachable")
 	}
 }
@@ -404,7 +410,7 @@ func TestResumeAfterInterruption(t *testing.T) {
 		t.Fatalf("Pending() = %v, %v; want the one spool", dirs, err)
 	}
 	second := &collector{}
-	again, st2, err := logstream.Deliver(t.Context(), dirs[0], logstream.ShipOptions{Send: second.send})
+	again, st2, err := deliver(t.Context(), dirs[0], logstream.ShipOptions{Send: second.send})
 	if err != nil {
 		t.Fatalf("Deliver() = %v", err)
 	}
@@ -429,9 +435,15 @@ func TestFinishCancelledKeepsSpool(t *testing.T) {
 		sp.Append("stderr", time.Now(), []byte(l))
 	}
 	sp.Close()
-	c := &collector{fail: func(call int, _ []byte) (error, bool) { return errors.New("connection refused"), false }}
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-	defer cancel()
+	// The delivery deadline passes after the third failed send.
+	ctx, cancel := context.WithCancelCause(t.Context())
+	defer cancel(nil)
+	c := &collector{fail: func(call int, _ []byte) (error, bool) {
+		if call == 3 {
+			cancel(context.DeadlineExceeded)
+		}
+		return errors.New("connection refused"), false
+	}}
 	st, err := logstream.Ship(ctx, sp, logstream.ShipOptions{StepName: stepName, Send: c.send, RetryInitial: time.Millisecond, RetryMax: 5 * time.Millisecond})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Ship() = %v, want DeadlineExceeded", err)
@@ -443,7 +455,7 @@ func TestFinishCancelledKeepsSpool(t *testing.T) {
 		t.Fatalf("Pending() = %v, want the spool kept", dirs)
 	}
 	again := &collector{}
-	if _, _, err := logstream.Deliver(t.Context(), sp.Dir(), logstream.ShipOptions{Send: again.send}); err != nil {
+	if _, _, err := deliver(t.Context(), sp.Dir(), logstream.ShipOptions{Send: again.send}); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(numbered("line", 10), texts(decode(t, again.got()))); diff != "" {
@@ -478,7 +490,7 @@ func TestDamagedSpool(t *testing.T) {
 			f.WriteString(tt.tail)
 			f.Close()
 			c := &collector{}
-			_, st, err := logstream.Deliver(t.Context(), sp.Dir(), logstream.ShipOptions{Send: c.send})
+			_, st, err := deliver(t.Context(), sp.Dir(), logstream.ShipOptions{Send: c.send})
 			if err != nil {
 				t.Fatalf("Deliver() = %v", err)
 			}
@@ -526,5 +538,38 @@ func BenchmarkAppend(b *testing.B) {
 	b.SetBytes(100)
 	for b.Loop() {
 		sp.Append("stdout", now, line)
+	}
+}
+
+// deliver ships what is left of a spool another process left behind, as
+// package delivery does: open it, ship it from its acknowledged offset.
+func deliver(ctx context.Context, dir string, o logstream.ShipOptions) (*logstream.Spool, logstream.Stats, error) {
+	sp, err := logstream.Open(dir)
+	if err != nil {
+		return nil, logstream.Stats{}, err
+	}
+	if o.StepName == "" {
+		o.StepName = sp.Meta().StepName
+	}
+	st, err := logstream.Ship(ctx, sp, o)
+	return sp, st, err
+}
+
+// TestFatalErrorStopsShipping: a rejected token is not retried until the
+// deadline; Ship returns it at once and the spool keeps the lines.
+func TestFatalErrorStopsShipping(t *testing.T) {
+	t.Parallel()
+	sp, _ := newSpool(t)
+	sp.Append("stdout", time.Now(), []byte("x"))
+	sp.Close()
+	rejected := api.ErrUnauthorized
+	c := &collector{fail: func(int, []byte) (error, bool) { return rejected, false }}
+	_, err := logstream.Ship(t.Context(), sp, logstream.ShipOptions{StepName: stepName, Send: c.send,
+		Fatal: func(err error) bool { return errors.Is(err, api.ErrUnauthorized) }})
+	if !errors.Is(err, api.ErrUnauthorized) {
+		t.Fatalf("Ship() = %v, want the token rejection at once", err)
+	}
+	if n := len(c.got()); n != 0 {
+		t.Errorf("%d batches accepted, want none", n)
 	}
 }

@@ -1,11 +1,11 @@
 package logstream
 
 import (
-	"bufio"
-	"encoding/hex"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/stroem-worker/stroem-worker/shared/atomicfile"
 )
 
 // Spool files.
@@ -24,6 +26,10 @@ const (
 	sentFile       = "logs.sent"
 	completionFile = "complete.json"
 )
+
+// MemoryLimit bounds the records a spool keeps in memory once its file
+// cannot be written (a full disk): lines beyond it are counted as lost.
+const MemoryLimit = 16 << 20
 
 const (
 	// writeBufferSize is how much Append buffers before writing to the file.
@@ -55,15 +61,23 @@ type Spool struct {
 	dir  string
 	meta Meta
 
-	mu       sync.Mutex
-	f        *os.File // logs.jsonl, append side; nil once closed
-	w        *bufio.Writer
-	total    int64 // record bytes appended (written or buffered)
-	sent     int64 // record bytes the server acknowledged
-	lines    int64 // lines appended
-	text     int64 // line bytes appended (before encoding)
-	closed   bool
-	err      error  // first write error; sticky, as bufio's is
+	mu      sync.Mutex
+	f       *os.File // logs.jsonl, append side; nil once closed
+	buf     []byte   // records appended but not yet written to f
+	fileEnd int64    // bytes of whole records in f
+	total   int64    // record bytes appended (in f, buf or mem)
+	sent    int64    // record bytes the server acknowledged
+	lines   int64    // lines appended
+	text    int64    // line bytes appended (before encoding)
+	closed  bool
+	// err is the first error writing f. From then on records are kept in
+	// mem (from logical offset memBase) until the shipper has them, up to
+	// memLimit bytes; lines that do not fit are counted in lost.
+	err      error
+	mem      []byte
+	memBase  int64
+	memLimit int
+	lost     int64
 	enc      []byte // record encoding scratch
 	tsSec    int64  // the second tsPrefix was formatted for
 	tsPrefix []byte // `{"ts":"2006-01-02T15:04:05.` of tsSec
@@ -75,16 +89,6 @@ type Spool struct {
 	// an Append costs one comparison and never a channel send per line.
 	wakeAt int64
 	notify chan struct{}
-}
-
-// Key is a spool key for a step: the job id (already a UUID, escaped if
-// not path-safe) and the hex of the step name, which may hold any
-// character ("process[0]", "/", "..").
-func Key(jobID, stepName string) string {
-	if !safeName(jobID) {
-		jobID = hex.EncodeToString([]byte(jobID))
-	}
-	return jobID + "_" + hex.EncodeToString([]byte(stepName))
 }
 
 // safeName reports whether key is one harmless path element.
@@ -122,14 +126,14 @@ func Create(root, key string, meta Meta) (*Spool, error) {
 	}
 	os.Remove(filepath.Join(dir, sentFile))
 	os.Remove(filepath.Join(dir, completionFile))
-	if err := writeAtomic(filepath.Join(dir, metaFile), data); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, metaFile), data, true); err != nil {
 		return nil, fmt.Errorf("creating spool: %w", err)
 	}
 	f, err := os.OpenFile(filepath.Join(dir, logsFile), os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("creating spool: %w", err)
 	}
-	s := &Spool{dir: dir, meta: meta, f: f, w: bufio.NewWriterSize(f, writeBufferSize),
+	s := &Spool{dir: dir, meta: meta, f: f, buf: make([]byte, 0, writeBufferSize), memLimit: MemoryLimit,
 		notify: make(chan struct{}, 1), wakeAt: 1}
 	s.flush = time.AfterFunc(time.Hour, s.timedFlush)
 	s.flush.Stop()
@@ -151,6 +155,7 @@ func Open(dir string) (*Spool, error) {
 	switch {
 	case err == nil:
 		s.total = info.Size()
+		s.fileEnd = s.total
 	case errors.Is(err, os.ErrNotExist):
 	default:
 		return nil, fmt.Errorf("opening spool: %w", err)
@@ -220,8 +225,9 @@ func (s *Spool) Append(stream string, ts time.Time, line []byte) error {
 	if s.closed {
 		return ErrClosed
 	}
-	if s.err != nil {
-		return s.err
+	if s.err != nil && len(s.mem)+len(line)+maxRecordBytes > s.memLimit {
+		s.lost++
+		return nil
 	}
 	s.lines++
 	s.text += int64(len(line))
@@ -230,9 +236,7 @@ func (s *Spool) Append(stream string, ts time.Time, line []byte) error {
 		if len(piece) > MaxLineBytes {
 			piece = line[:runeCut(line, MaxLineBytes)]
 		}
-		if err := s.appendRecord(stream, ts, piece); err != nil {
-			return err
-		}
+		s.appendRecord(stream, ts, piece)
 		line = line[len(piece):]
 		if len(line) == 0 {
 			return nil
@@ -240,7 +244,7 @@ func (s *Spool) Append(stream string, ts time.Time, line []byte) error {
 	}
 }
 
-func (s *Spool) appendRecord(stream string, ts time.Time, line []byte) error {
+func (s *Spool) appendRecord(stream string, ts time.Time, line []byte) {
 	t := ts.UTC()
 	// Formatting a time is the costliest part of a record; the part up to
 	// the second changes once a second, so only the fraction is per line.
@@ -263,20 +267,22 @@ func (s *Spool) appendRecord(stream string, ts time.Time, line []byte) error {
 	b = appendJSONString(b, line)
 	b = append(b, "}\n"...)
 	s.enc = b
-	if _, err := s.w.Write(b); err != nil {
-		s.err = fmt.Errorf("writing spool: %w", err)
-		return s.err
-	}
 	s.total += int64(len(b))
-	if !s.armed && s.w.Buffered() > 0 {
-		s.armed = true
-		s.flush.Reset(flushEvery)
+	if s.err != nil {
+		s.mem = append(s.mem, b...)
+	} else {
+		s.buf = append(s.buf, b...)
+		if len(s.buf) >= writeBufferSize {
+			s.flushLocked()
+		} else if !s.armed {
+			s.armed = true
+			s.flush.Reset(flushEvery)
+		}
 	}
 	if s.total >= s.wakeAt {
 		s.wakeAt = math.MaxInt64
 		s.wake()
 	}
-	return nil
 }
 
 // appendNanos appends ns as exactly nine digits.
@@ -305,20 +311,38 @@ func (s *Spool) timedFlush() {
 }
 
 // Flush writes buffered records to the file, for a reader of the file.
-// It returns the first write error, if any.
+// It returns the first write error, if any (the records are then kept in
+// memory, see Err).
 func (s *Spool) Flush() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.flushLocked()
 }
 
+// flushLocked writes buf to the file. When that fails (a full disk), the
+// file is cut back to its last whole record and what was not written
+// goes to memory, as does everything appended after: the shipper still
+// sends it, only a crash would now lose it.
 func (s *Spool) flushLocked() error {
-	if s.w == nil || s.f == nil {
+	if s.f == nil || s.err != nil || len(s.buf) == 0 {
 		return s.err
 	}
-	if err := s.w.Flush(); err != nil && s.err == nil {
-		s.err = fmt.Errorf("writing spool: %w", err)
+	n, err := s.f.Write(s.buf)
+	if err == nil {
+		s.fileEnd += int64(n)
+		s.buf = s.buf[:0]
+		return nil
 	}
+	s.err = fmt.Errorf("writing log spool: %w", err)
+	if n > 0 {
+		if terr := s.f.Truncate(s.fileEnd); terr != nil {
+			// The torn tail stays in the file; only fileEnd is read.
+			s.err = fmt.Errorf("%w (and cutting back the torn record: %v)", s.err, terr)
+		}
+	}
+	s.memBase = s.fileEnd
+	s.mem = append(s.mem[:0], s.buf...)
+	s.buf = nil
 	return s.err
 }
 
@@ -331,6 +355,15 @@ func (s *Spool) Close() error {
 		return s.err
 	}
 	s.flushLocked()
+	if s.err != nil && s.f != nil {
+		// The step's log itself says what happened (the only record that may
+		// go past the memory limit).
+		msg := fmt.Sprintf("stroem-worker: this step's log could not be written to the worker's disk (%v); the lines after that point were sent from memory only", s.err)
+		if s.lost > 0 {
+			msg += fmt.Sprintf(", and %d lines that did not fit in memory were lost", s.lost)
+		}
+		s.appendRecord("stderr", time.Now(), []byte(msg))
+	}
 	s.closed = true
 	if s.flush != nil {
 		s.flush.Stop()
@@ -364,6 +397,46 @@ func (s *Spool) Bytes() int64 {
 	return s.text
 }
 
+// Lost is how many lines could be neither written to disk nor kept in
+// memory (after a write error, beyond the memory limit).
+func (s *Spool) Lost() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lost
+}
+
+// Err is the first error writing the spool's file, if any.
+func (s *Spool) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// readAt reads the log at logical offset off: from the file (through f,
+// the reader's own descriptor) below fileEnd, from memory above it.
+func (s *Spool) readAt(f *os.File, p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	fileEnd := s.fileEnd
+	if off >= fileEnd {
+		n := 0
+		if i := off - s.memBase; i >= 0 && i < int64(len(s.mem)) {
+			n = copy(p, s.mem[i:])
+		}
+		s.mu.Unlock()
+		return n, nil
+	}
+	s.mu.Unlock()
+	if f == nil {
+		return 0, nil
+	}
+	want := p[:min(int64(len(p)), fileEnd-off)]
+	n, err := f.ReadAt(want, off)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return n, err
+}
+
 // Lag is how many record bytes the server has not acknowledged yet.
 func (s *Spool) Lag() int64 {
 	s.mu.Lock()
@@ -385,9 +458,7 @@ func (s *Spool) wakeWhen(at int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.wakeAt = at
-	// After a write error total counts bytes that never reached the file;
-	// waking for them would spin until Close.
-	if s.closed || (s.err == nil && s.total >= at) {
+	if s.closed || s.total >= at {
 		s.wake()
 	}
 }
@@ -398,23 +469,38 @@ func (s *Spool) wakeWhen(at int64) {
 func (s *Spool) ack(off int64) error {
 	s.mu.Lock()
 	s.sent = max(s.sent, off)
+	if drop := s.sent - s.memBase; s.err != nil && drop > 0 {
+		// Delivered: what memory held of it is no longer needed.
+		drop = min(drop, int64(len(s.mem)))
+		s.mem = s.mem[:copy(s.mem, s.mem[drop:])]
+		s.memBase += drop
+	}
 	s.mu.Unlock()
-	return writeAtomic(filepath.Join(s.dir, sentFile), strconv.AppendInt(nil, off, 10))
+	// Not synced: it is written per batch, and an offset lost or torn by a
+	// power cut only restarts delivery from 0 (duplicates, never loss).
+	return atomicfile.Write(filepath.Join(s.dir, sentFile), strconv.AppendInt(nil, off, 10), false)
 }
 
 // SaveCompletion stores the step's completion body, so that a process
-// dying before it is delivered leaves it for the next one.
+// dying before it is delivered leaves it for the next one. It is synced:
+// after a power cut the file holds the whole body or does not exist.
 func (s *Spool) SaveCompletion(body []byte) error {
-	if err := writeAtomic(filepath.Join(s.dir, completionFile), body); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, completionFile), body, true); err != nil {
 		return fmt.Errorf("saving completion: %w", err)
 	}
 	return nil
 }
 
-// Completion returns the saved completion body, if any.
+// Completion returns the saved completion body, if there is one that is
+// a JSON object; anything else (a file damaged outside the worker) counts
+// as no completion, so the step is reported failed rather than sent
+// garbage the server would refuse for good.
 func (s *Spool) Completion() ([]byte, bool) {
 	data, err := os.ReadFile(filepath.Join(s.dir, completionFile))
-	return data, err == nil
+	if err != nil || !json.Valid(data) || len(bytes.TrimSpace(data)) == 0 || bytes.TrimSpace(data)[0] != '{' {
+		return nil, false
+	}
+	return data, true
 }
 
 // Remove deletes the spool once everything is delivered.
@@ -424,16 +510,6 @@ func (s *Spool) Remove() error {
 		return fmt.Errorf("removing spool: %w", err)
 	}
 	return nil
-}
-
-// writeAtomic writes a 0600 file through a temporary name and a rename, so
-// a reader (or a crash) never sees half of it.
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // jsonSafe marks the ASCII bytes that go into a JSON string as they are.

@@ -36,6 +36,11 @@ type Spec struct {
 	// allow. The caller closes its copies after Start and reads the other
 	// ends. nil is /dev/null. Stdin is always /dev/null.
 	Stdout, Stderr *os.File
+	// DieWithParent has the kernel SIGKILL the process when the worker
+	// dies (PR_SET_PDEATHSIG), so a worker killed with SIGKILL does not
+	// leave its step running on. (The signal follows the thread that
+	// forked, and Go ends no thread it did not lock; nothing here locks.)
+	DieWithParent bool
 }
 
 // Process is a started step process, the leader of its own process group.
@@ -57,7 +62,7 @@ func Start(spec Spec) (*Process, error) {
 	if spec.Path == "" {
 		return nil, errors.New("starting process: empty path")
 	}
-	path, err := lookPath(spec.Path, spec.Env)
+	path, err := LookPath(spec.Path, spec.Env)
 	if err != nil {
 		return nil, fmt.Errorf("starting %s: %w", spec.Path, err)
 	}
@@ -71,6 +76,9 @@ func Start(spec Spec) (*Process, error) {
 		// Its own group, so the step and everything it forks can be
 		// signalled at once with kill(-pgid) without touching the worker.
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	if spec.DieWithParent {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	}
 	if err := StartCmd(cmd); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", spec.Path, explain(path, spec.Dir, err))
@@ -87,9 +95,10 @@ func fileOrNil(f *os.File) io.Writer {
 	return f
 }
 
-// lookPath resolves a bare program name in the PATH of env, the
-// environment the program gets, rather than the worker's.
-func lookPath(name string, env []string) (string, error) {
+// LookPath resolves a bare program name in the PATH of env, the
+// environment the program gets, rather than the worker's (the worker's own
+// when env is nil). Relative PATH entries are skipped.
+func LookPath(name string, env []string) (string, error) {
 	if strings.Contains(name, "/") {
 		return name, nil
 	}

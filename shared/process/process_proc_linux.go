@@ -15,6 +15,9 @@ import (
 type procInfo struct {
 	pid, ppid, pgrp int
 	state           byte // 'R', 'S', 'D', 'Z', ...
+	// start is the start time in clock ticks since boot: with the pid, it
+	// names a process for good (pids are reused, start times are not).
+	start uint64
 }
 
 func (p procInfo) zombie() bool { return p.state == 'Z' || p.state == 'X' }
@@ -44,7 +47,11 @@ func parseStat(b []byte) (procInfo, error) {
 	if err != nil {
 		return procInfo{}, fmt.Errorf("parsing process stat pgrp: %w", err)
 	}
-	return procInfo{pid: pid, ppid: ppid, pgrp: pgrp, state: f[0][0]}, nil
+	var start uint64
+	if len(f) > 19 {
+		start, _ = strconv.ParseUint(string(f[19]), 10, 64)
+	}
+	return procInfo{pid: pid, ppid: ppid, pgrp: pgrp, state: f[0][0], start: start}, nil
 }
 
 // readStat reads one process's stat; fs.ErrNotExist when it is gone.

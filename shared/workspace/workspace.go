@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -57,14 +58,23 @@ func (c *Checkout) Release() {
 const currentFile = ".current"
 
 // Get returns the extracted tree of workspace ws at revision (the
-// current one when revision is ""), downloading it if needed.
+// current one when revision is ""), downloading it if needed. Waiting for
+// another process that holds the workspace ends with ctx.
 func (c *Cache) Get(ctx context.Context, ws, revision string) (*Checkout, error) {
 	wsDir := filepath.Join(c.Root, Sanitize(ws))
 	if err := os.MkdirAll(wsDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating workspace cache: %w", err)
 	}
+	co, err := c.get(ctx, ws, wsDir, revision)
+	if ctx.Err() == nil {
+		c.emptyTrash()
+	}
+	return co, err
+}
+
+func (c *Cache) get(ctx context.Context, ws, wsDir, revision string) (*Checkout, error) {
 	// One process at a time checks, extracts and prunes a workspace.
-	lock, err := flock(filepath.Join(wsDir, ".lock"), syscall.LOCK_EX)
+	lock, err := lockFile(ctx, filepath.Join(wsDir, ".lock"), syscall.LOCK_EX)
 	if err != nil {
 		return nil, fmt.Errorf("locking workspace cache: %w", err)
 	}
@@ -75,7 +85,7 @@ func (c *Cache) Get(ctx context.Context, ws, revision string) (*Checkout, error)
 		return nil, err
 	}
 	dir := filepath.Join(wsDir, Sanitize(rev))
-	inUse, err := flock(dir+".inuse", syscall.LOCK_SH)
+	inUse, err := lockFile(ctx, dir+".inuse", syscall.LOCK_SH)
 	if err != nil {
 		return nil, fmt.Errorf("marking revision in use: %w", err)
 	}
@@ -88,8 +98,11 @@ func (c *Cache) Get(ctx context.Context, ws, revision string) (*Checkout, error)
 // ensure makes sure the revision is extracted and returns its name.
 func (c *Cache) ensure(ctx context.Context, ws, wsDir, revision string) (string, error) {
 	if revision != "" {
-		if isDir(filepath.Join(wsDir, Sanitize(revision))) {
+		if isComplete(wsDir, Sanitize(revision)) {
 			return revision, nil
+		}
+		if err := c.clearIncomplete(wsDir, Sanitize(revision)); err != nil {
+			return "", err
 		}
 		tb, err := c.Fetch(ctx, ws, revision, "")
 		if err != nil {
@@ -107,7 +120,7 @@ func (c *Cache) ensure(ctx context.Context, ws, wsDir, revision string) (string,
 	cur := ""
 	if data, err := os.ReadFile(filepath.Join(wsDir, currentFile)); err == nil {
 		cur = strings.TrimSpace(string(data))
-		if cur != "" && !isDir(filepath.Join(wsDir, Sanitize(cur))) {
+		if cur != "" && !isComplete(wsDir, Sanitize(cur)) {
 			cur = ""
 		}
 	}
@@ -128,7 +141,11 @@ func (c *Cache) ensure(ctx context.Context, ws, wsDir, revision string) (string,
 		tb.Body.Close()
 		return "", fmt.Errorf("downloading workspace %s: the server sent no X-Revision", ws)
 	}
-	if !isDir(filepath.Join(wsDir, Sanitize(tb.Revision))) {
+	if !isComplete(wsDir, Sanitize(tb.Revision)) {
+		if err := c.clearIncomplete(wsDir, Sanitize(tb.Revision)); err != nil {
+			tb.Body.Close()
+			return "", err
+		}
 		if err := c.install(tb.Body, wsDir, tb.Revision); err != nil {
 			return "", err
 		}
@@ -141,8 +158,35 @@ func (c *Cache) ensure(ctx context.Context, ws, wsDir, revision string) (string,
 	return tb.Revision, nil
 }
 
-// install extracts body into a fresh temporary directory and renames it
-// into place, so a half-extracted tree is never seen under its name.
+// clearIncomplete moves whatever is at wsDir/name without a completeness
+// mark out of the way of a fresh extraction. A tree that is in use can
+// only have been handed out by an older worker that did not mark trees;
+// it is left to its step, and this Get fails rather than pull it away.
+func (c *Cache) clearIncomplete(wsDir, name string) error {
+	info, err := os.Lstat(filepath.Join(wsDir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil && !info.IsDir() {
+		err = os.Remove(filepath.Join(wsDir, name))
+	}
+	if err != nil {
+		return fmt.Errorf("clearing incomplete revision %s: %w", name, err)
+	}
+	f, err := tryLockFile(filepath.Join(wsDir, name+".inuse"), syscall.LOCK_EX)
+	if err != nil {
+		return fmt.Errorf("revision %s is incomplete and in use by a step: %w", name, err)
+	}
+	defer f.Close()
+	c.log().Warn("replacing an incomplete workspace revision", "dir", filepath.Join(wsDir, name))
+	if err := c.discard(wsDir, name); err != nil {
+		return fmt.Errorf("clearing incomplete revision %s: %w", name, err)
+	}
+	return nil
+}
+
+// install extracts body into a fresh temporary directory, renames it into
+// place, and marks it complete, so a half-extracted tree is never used.
 func (c *Cache) install(body io.ReadCloser, wsDir, rev string) error {
 	defer body.Close()
 	tmp, err := os.MkdirTemp(wsDir, ".tmp-")
@@ -150,23 +194,28 @@ func (c *Cache) install(body io.ReadCloser, wsDir, rev string) error {
 		return fmt.Errorf("creating extraction directory: %w", err)
 	}
 	if err := Extract(body, tmp, c.Limits); err != nil {
-		os.RemoveAll(tmp)
+		removeTree(tmp)
 		return err
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		os.RemoveAll(tmp)
+		removeTree(tmp)
 		return fmt.Errorf("extracting workspace: %w", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(wsDir, Sanitize(rev))); err != nil {
-		os.RemoveAll(tmp)
+	name := Sanitize(rev)
+	if err := os.Rename(tmp, filepath.Join(wsDir, name)); err != nil {
+		removeTree(tmp)
 		return fmt.Errorf("installing extracted workspace: %w", err)
+	}
+	if err := markComplete(wsDir, name); err != nil {
+		return fmt.Errorf("marking extracted workspace complete: %w", err)
 	}
 	return nil
 }
 
-// prune removes leftover temporary directories and all but the current
-// and the MaxRetained most recently used revisions, skipping any in use.
-// It runs under the workspace lock, so no extraction is under way.
+// prune moves to the trash leftover temporary directories, incomplete
+// trees, and all but the current and the MaxRetained most recently used
+// revisions, skipping any in use. It runs under the workspace lock, so no
+// extraction is under way.
 func (c *Cache) prune(wsDir string) {
 	entries, err := os.ReadDir(wsDir)
 	if err != nil {
@@ -185,7 +234,13 @@ func (c *Cache) prune(wsDir string) {
 		name := e.Name()
 		switch {
 		case strings.HasPrefix(name, ".tmp-"):
-			os.RemoveAll(filepath.Join(wsDir, name))
+			if err := c.toTrash(filepath.Join(wsDir, name), filepath.Base(wsDir)+"-tmp"); err != nil {
+				c.log().Warn("pruning workspace extraction leftover", "error", err.Error())
+			}
+		case strings.HasPrefix(name, completePrefix):
+			if !isDir(filepath.Join(wsDir, strings.TrimPrefix(name, completePrefix))) {
+				os.Remove(filepath.Join(wsDir, name))
+			}
 		case e.IsDir() && !strings.HasPrefix(name, ".") && name != cur:
 			if info, err := e.Info(); err == nil {
 				revs = append(revs, rev{name, info.ModTime()})
@@ -195,20 +250,17 @@ func (c *Cache) prune(wsDir string) {
 	slices.SortFunc(revs, func(a, b rev) int { return b.mod.Compare(a.mod) })
 	kept := 0
 	for _, r := range revs {
-		dir := filepath.Join(wsDir, r.name)
-		f, err := flock(dir+".inuse", syscall.LOCK_EX|syscall.LOCK_NB)
+		f, err := tryLockFile(filepath.Join(wsDir, r.name+".inuse"), syscall.LOCK_EX)
 		if err != nil {
 			continue // in use by a running step
 		}
-		if kept < c.MaxRetained {
+		if kept < c.MaxRetained && isComplete(wsDir, r.name) {
 			kept++
 			f.Close()
 			continue
 		}
-		if err := os.RemoveAll(dir); err != nil {
-			c.log().Warn("pruning workspace revision", "dir", dir, "error", err.Error())
-		} else {
-			os.Remove(dir + ".inuse")
+		if err := c.discard(wsDir, r.name); err != nil {
+			c.log().Warn("pruning workspace revision", "dir", filepath.Join(wsDir, r.name), "error", err.Error())
 		}
 		f.Close()
 	}
@@ -250,24 +302,6 @@ func Sanitize(s string) string {
 func isDir(p string) bool {
 	info, err := os.Stat(p)
 	return err == nil && info.IsDir()
-}
-
-func flock(path string, how int) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err = syscall.Flock(int(f.Fd()), how)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
 }
 
 func writeAtomic(path string, data []byte) error {

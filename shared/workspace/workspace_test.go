@@ -248,8 +248,8 @@ func TestConcurrentProcesses(t *testing.T) {
 	cmds := make([]*exec.Cmd, n)
 	outs := make([]*bytes.Buffer, n)
 	for i := range n {
-		cmds[i] = exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
-		cmds[i].Env = append(os.Environ(), "WS_HELPER=1", "WS_ROOT="+root, "WS_TAR="+tarPath)
+		cmds[i] = exec.CommandContext(t.Context(), os.Args[0], "concurrent", root, tarPath)
+		cmds[i].Env = append(os.Environ(), roleEnv+"=1")
 		outs[i] = &bytes.Buffer{}
 		cmds[i].Stdout, cmds[i].Stderr = outs[i], outs[i]
 		if err := cmds[i].Start(); err != nil {
@@ -273,28 +273,6 @@ func TestConcurrentProcesses(t *testing.T) {
 	}
 }
 
-func TestHelperProcess(t *testing.T) {
-	if os.Getenv("WS_HELPER") != "1" {
-		t.Skip("helper process for TestConcurrentProcesses")
-	}
-	c := &workspace.Cache{Root: os.Getenv("WS_ROOT"), MaxRetained: 2,
-		Fetch: func(context.Context, string, string, string) (workspace.Tarball, error) {
-			fmt.Println("fetched")
-			f, err := os.Open(os.Getenv("WS_TAR"))
-			return workspace.Tarball{Body: f, Revision: "rev1"}, err
-		}}
-	co, err := c.Get(context.Background(), "default", "rev1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer co.Release()
-	entries, err := os.ReadDir(co.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Printf("files=%d\n", len(entries))
-}
-
 func TestSanitize(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
@@ -303,5 +281,26 @@ func TestSanitize(t *testing.T) {
 		if got := workspace.Sanitize(in); got != want {
 			t.Errorf("Sanitize(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func mustMkdir(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustWrite(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustChmod(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,4 +1,4 @@
-package oneshot
+package local
 
 import (
 	"encoding/json"

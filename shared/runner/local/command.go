@@ -1,14 +1,14 @@
-package oneshot
+package local
 
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"github.com/google/uuid"
 	"github.com/stroem-worker/stroem-worker/shared/api"
+	"github.com/stroem-worker/stroem-worker/shared/process"
 )
 
 // command is what to execute for a step: program, arguments, directory,
@@ -158,25 +158,5 @@ func resolveSource(actionName, source, workDir string) string {
 
 // pathLookup returns a LookPath that searches the step's own PATH.
 func pathLookup(env []string) func(string) (string, error) {
-	path := ""
-	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-			path = v
-		}
-	}
-	return func(bin string) (string, error) {
-		if strings.Contains(bin, "/") {
-			return exec.LookPath(bin)
-		}
-		for _, dir := range filepath.SplitList(path) {
-			if dir == "" {
-				dir = "."
-			}
-			p := filepath.Join(dir, bin)
-			if info, err := os.Stat(p); err == nil && !info.IsDir() && info.Mode()&0o111 != 0 {
-				return p, nil
-			}
-		}
-		return "", exec.ErrNotFound
-	}
+	return func(bin string) (string, error) { return process.LookPath(bin, env) }
 }

@@ -3,18 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"text/tabwriter"
 )
-
-// VersionCmd is `stroem-worker version`.
-type VersionCmd struct{}
-
-// Run prints the version.
-func (VersionCmd) Run(g *Globals) error {
-	fmt.Fprintf(g.stdout, "stroem-worker %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	return nil
-}
 
 // ConfigCmd groups config subcommands.
 type ConfigCmd struct {
