@@ -233,7 +233,7 @@ func (d *Deliverer) Supersede(ctx context.Context, jobID, step, attempt string) 
 		if exists(filepath.Join(dir, completionSentFile)) || exists(filepath.Join(dir, supersededFile)) {
 			continue
 		}
-		if err := atomicfile.Write(filepath.Join(dir, supersededFile), nil, true); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, supersededFile), nil, atomicfile.Durable); err != nil {
 			return n, fmt.Errorf("superseding attempt %s: %w", e.Name(), err)
 		}
 		n++
@@ -248,12 +248,14 @@ func (d *Deliverer) stepLockPath(jobID, step string) string {
 // MarkCompletionSent records that the spool's completion reached the
 // server while its logs did not: only the logs are left to deliver.
 func MarkCompletionSent(dir string) error {
-	return atomicfile.Write(filepath.Join(dir, completionSentFile), nil, true)
+	return atomicfile.Write(filepath.Join(dir, completionSentFile), nil, atomicfile.Durable)
 }
 
 // SaveHandle records the runner's handle of the step's code in its spool.
+// Not synced: it serves a process that outlives the worker, and a power
+// loss leaves no such process.
 func SaveHandle(dir string, handle json.RawMessage) error {
-	return atomicfile.Write(filepath.Join(dir, handleFile), handle, true)
+	return atomicfile.Write(filepath.Join(dir, handleFile), handle, atomicfile.Volatile)
 }
 
 func (d *Deliverer) remove(sp *logstream.Spool) error {
