@@ -42,7 +42,7 @@ type Options struct {
 	HardDeadline time.Time
 	// Reserve is the time kept back before HardDeadline to stop the step
 	// and deliver its result. Zero: cancel_grace_secs plus 10% of the
-	// time left (at least 5 s). It is never more than half the time left.
+	// time left (at least 5 s), but never more than half the time left.
 	Reserve time.Duration
 	// DeadlineMessage is the note on a step stopped by the deadline
 	// (default "Worker deadline reached").
@@ -105,11 +105,11 @@ func stepDeadline(opts Options, cfg *config.Config, now time.Time) time.Time {
 	if opts.HardDeadline.IsZero() {
 		return time.Time{}
 	}
-	left := opts.HardDeadline.Sub(now)
-	reserve := opts.Reserve
-	if reserve <= 0 {
-		reserve = cfg.CancelGrace() + max(5*time.Second, left/10)
+	if opts.Reserve > 0 {
+		return opts.HardDeadline.Add(-opts.Reserve)
 	}
+	left := opts.HardDeadline.Sub(now)
+	reserve := cfg.CancelGrace() + max(5*time.Second, left/10)
 	return opts.HardDeadline.Add(-min(reserve, left/2))
 }
 
