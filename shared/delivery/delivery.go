@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +34,8 @@ const (
 	handleFile = "handle.json"
 	// staleDir keeps spools whose result was too old to send.
 	staleDir = "stale"
+	// lockDir holds the step locks.
+	lockDir = ".locks"
 )
 
 // Withheld reasons, for logs and metrics.
@@ -94,7 +99,7 @@ func (d *Deliverer) Pending(ctx context.Context, cause string) (int, error) {
 	d.pruneStale()
 	delivered := 0
 	for _, dir := range dirs {
-		if filepath.Base(dir) == staleDir {
+		if b := filepath.Base(dir); b == staleDir || b == lockDir {
 			continue
 		}
 		err := d.One(ctx, filepath.Base(dir), cause)
@@ -175,7 +180,7 @@ func (d *Deliverer) Complete(ctx context.Context, sp *logstream.Spool, body []by
 	}
 	// Held across the check and the send: a claimer of the same step on
 	// this host marks the attempt superseded under it (Supersede).
-	sl, err := filelock.Wait(ctx, d.stepLockPath(meta.JobID, meta.StepName), filelock.Options{RemoveOnUnlock: true})
+	sl, err := d.stepLock(ctx, meta.JobID, meta.StepName)
 	if err != nil {
 		return fmt.Errorf("delivering result of %s/%s: %w", meta.JobID, meta.StepName, err)
 	}
@@ -215,20 +220,30 @@ func (d *Deliverer) Supersede(ctx context.Context, jobID, step, attempt string) 
 		return 0, fmt.Errorf("creating spool directory: %w", err)
 	}
 	stepKey, own := StepKey(jobID, step), Key(jobID, step, attempt)
-	sl, err := filelock.Wait(ctx, d.stepLockPath(jobID, step), filelock.Options{RemoveOnUnlock: true})
+	earlier := func() ([]os.DirEntry, error) {
+		entries, err := os.ReadDir(d.Root)
+		return slices.DeleteFunc(entries, func(e os.DirEntry) bool {
+			return !e.IsDir() || e.Name() == own || !isAttemptOf(e.Name(), stepKey)
+		}), err
+	}
+	// Nearly always there is no earlier attempt here, and no lock is taken.
+	if entries, err := earlier(); err != nil || len(entries) == 0 {
+		if err != nil {
+			return 0, fmt.Errorf("superseding earlier attempts: %w", err)
+		}
+		return 0, nil
+	}
+	sl, err := d.stepLock(ctx, jobID, step)
 	if err != nil {
 		return 0, fmt.Errorf("superseding earlier attempts: %w", err)
 	}
 	defer sl.Unlock()
-	entries, err := os.ReadDir(d.Root)
+	entries, err := earlier()
 	if err != nil {
 		return 0, fmt.Errorf("superseding earlier attempts: %w", err)
 	}
 	n := 0
 	for _, e := range entries {
-		if !e.IsDir() || e.Name() == own || !isAttemptOf(e.Name(), stepKey) {
-			continue
-		}
 		dir := filepath.Join(d.Root, e.Name())
 		if exists(filepath.Join(dir, completionSentFile)) || exists(filepath.Join(dir, supersededFile)) {
 			continue
@@ -241,8 +256,22 @@ func (d *Deliverer) Supersede(ctx context.Context, jobID, step, attempt string) 
 	return n, nil
 }
 
-func (d *Deliverer) stepLockPath(jobID, step string) string {
-	return filepath.Join(d.Root, StepKey(jobID, step)+".step.lock")
+// stepLockBuckets is how many lock files the steps of a worker home share.
+// Different steps in one bucket only wait on each other briefly.
+const stepLockBuckets = 64
+
+// stepLock takes the lock that orders a completion's check-and-send of a
+// step against the superseding of its attempts. The lock files live in
+// spool/.locks and are never removed: one per step would cost creating
+// and deleting a file per step, the dearest thing a short step does.
+func (d *Deliverer) stepLock(ctx context.Context, jobID, step string) (*filelock.Lock, error) {
+	h := fnv.New32a()
+	h.Write([]byte(StepKey(jobID, step)))
+	dir := filepath.Join(d.Root, lockDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return filelock.Wait(ctx, filepath.Join(dir, strconv.Itoa(int(h.Sum32()%stepLockBuckets))+".lock"), filelock.Options{})
 }
 
 // MarkCompletionSent records that the spool's completion reached the
