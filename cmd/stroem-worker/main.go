@@ -55,6 +55,14 @@ func process() int {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 2 && args[0] == "claim-and-run" && args[1] == "--handoff" {
+		// A supervisor's child: everything comes over the handoff pipe, so
+		// the command line needs no parser (building kong's model by
+		// reflection is a good part of what a short step costs).
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return report(stderr, (&ClaimAndRunCmd{Handoff: true}).Run(ctx, &Globals{stdout: stdout, stderr: stderr}))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	var cli CLI
@@ -79,15 +87,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 	cli.Globals.stdout, cli.Globals.stderr = stdout, stderr
-	err = kctx.Run(&cli.Globals)
-	code := exitCode(err)
+	return report(stderr, kctx.Run(&cli.Globals))
+}
+
+// report prints a command's error (unless it only carries an exit code)
+// and returns the process exit code for it.
+func report(stderr io.Writer, err error) int {
 	if err != nil {
 		var ee *exitError
 		if !errors.As(err, &ee) || ee.msg != "" {
 			fmt.Fprintln(stderr, "stroem-worker:", err)
 		}
 	}
-	return code
+	return exitCode(err)
 }
 
 // newLogger builds the worker's own logger (never the step's output).
