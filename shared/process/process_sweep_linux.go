@@ -155,6 +155,12 @@ func nothingToSweep(groups map[int]bool) bool {
 			return false
 		}
 	}
+	// One system call answers the usual case: no child at all.
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WSTOPPED|unix.WCONTINUED|unix.WNOHANG|unix.WNOWAIT, nil)
+	if errors.Is(err, unix.ECHILD) {
+		return true
+	}
 	kids, ok := childPids()
 	if !ok {
 		return false
