@@ -33,6 +33,8 @@ func (w *worker) execute(ctx context.Context, s *stepRun) stepResult {
 		return res
 	}
 	k := newSink(s, w.events)
+	w.running.Store(k)
+	defer w.running.Store(nil)
 	res := w.watch(ctx, s, k)
 	output, state, _ := k.result()
 	res.Output = output

@@ -77,12 +77,27 @@ func (d *Deliverer) log() *slog.Logger {
 	return d.Log
 }
 
-// Lock takes the lock of the spool named key, or returns ErrBusy.
+// Lock makes the directory of the spool named key (if it is not there)
+// and takes its lock, or returns ErrBusy. The lock is an flock on the
+// directory itself: a lock file beside it would cost a file created and
+// removed per step. It is taken before the spool has any content, so a
+// process scanning for pending spools never takes one being made for one
+// left behind.
 func (d *Deliverer) Lock(key string) (*filelock.Lock, error) {
 	if err := os.MkdirAll(d.Root, 0o700); err != nil {
 		return nil, fmt.Errorf("creating spool directory: %w", err)
 	}
-	return filelock.TryLock(filepath.Join(d.Root, key+".lock"), filelock.Options{RemoveOnUnlock: true})
+	return filelock.TryLockDir(filepath.Join(d.Root, key), true, filelock.Options{})
+}
+
+// Busy reports whether a live process holds the spool named key.
+func (d *Deliverer) Busy(key string) bool {
+	l, err := filelock.TryLockDir(filepath.Join(d.Root, key), false, filelock.Options{})
+	if err != nil {
+		return errors.Is(err, ErrBusy)
+	}
+	l.Unlock()
+	return false
 }
 
 // Pending delivers every spool that no live process owns, oldest first,
@@ -97,6 +112,7 @@ func (d *Deliverer) Pending(ctx context.Context, cause string) (int, error) {
 		return 0, fmt.Errorf("listing pending spools: %w", err)
 	}
 	d.pruneStale()
+	d.pruneEmpty()
 	delivered := 0
 	for _, dir := range dirs {
 		if b := filepath.Base(dir); b == staleDir || b == lockDir {
@@ -121,14 +137,18 @@ func (d *Deliverer) Pending(ctx context.Context, cause string) (int, error) {
 // One delivers the spool named key if no live process owns it (ErrBusy
 // otherwise). A spool that is gone was delivered by its owner.
 func (d *Deliverer) One(ctx context.Context, key, cause string) error {
-	lock, err := d.Lock(key)
+	dir := filepath.Join(d.Root, key)
+	lock, err := filelock.TryLockDir(dir, false, filelock.Options{})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // its owner delivered and removed it
+	}
 	if err != nil {
 		return err
 	}
 	defer lock.Unlock()
-	dir := filepath.Join(d.Root, key)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return nil
+	if _, err := os.Stat(filepath.Join(dir, "meta.json")); errors.Is(err, os.ErrNotExist) {
+		// Its owner died before it wrote anything: nothing to deliver.
+		return os.RemoveAll(dir)
 	}
 	sp, err := logstream.Open(dir)
 	if err != nil {
@@ -309,6 +329,31 @@ func (d *Deliverer) keepStale(sp *logstream.Spool) error {
 	now := time.Now()
 	os.Chtimes(target, now, now)
 	return nil
+}
+
+// pruneEmpty removes spool directories that never got content (a process
+// that died between making the directory and its first file) and that no
+// live process holds.
+func (d *Deliverer) pruneEmpty() {
+	entries, err := os.ReadDir(d.Root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == staleDir || e.Name() == lockDir {
+			continue
+		}
+		dir := filepath.Join(d.Root, e.Name())
+		if exists(filepath.Join(dir, "meta.json")) {
+			continue
+		}
+		if l, err := filelock.TryLockDir(dir, false, filelock.Options{}); err == nil {
+			if !exists(filepath.Join(dir, "meta.json")) {
+				os.RemoveAll(dir)
+			}
+			l.Unlock()
+		}
+	}
 }
 
 // pruneStale removes stale spools kept for longer than MaxAge.
