@@ -33,6 +33,8 @@ func (w *worker) execute(ctx context.Context, s *stepRun) stepResult {
 		return res
 	}
 	k := newSink(s, w.events)
+	w.running.Store(k)
+	defer w.running.Store(nil)
 	res := w.watch(ctx, s, k)
 	output, state, _ := k.result()
 	res.Output = output
@@ -67,9 +69,8 @@ func (w *worker) execute(ctx context.Context, s *stepRun) stepResult {
 }
 
 // watch runs the step with its runner while watching for the reasons to
-// stop it - the job cancelled, the step timed out, the worker shutting
-// down or reaching its deadline - and turns how it ended into the result
-// the server's own worker would report (contract §5).
+// stop it: the job cancelled, the step timed out, the worker shutting
+// down or reaching its deadline.
 func (w *worker) watch(ctx context.Context, s *stepRun, k *sink) stepResult {
 	var reason atomic.Int32
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
@@ -113,14 +114,19 @@ func (w *worker) watch(ctx context.Context, s *stepRun, k *sink) stepResult {
 	}
 	stopWatch()
 	watchers.Wait()
-
 	_, _, tail := k.result()
+	return w.result(s, exit, err, reason.Load(), tail)
+}
+
+// result turns how the step's code ended, and why it was stopped if it
+// was, into what the server's own worker would report (contract §5).
+func (w *worker) result(s *stepRun, exit runner.Exit, err error, why int32, tail *stderrTail) stepResult {
 	res := stepResult{ExitCode: exit.Code}
 	if exit.Signal != 0 {
 		res.Signal, res.SignalNumber = process.SignalName(exit.Signal), int(exit.Signal)
 	}
 	var re *runner.Error
-	switch why := reason.Load(); {
+	switch {
 	case err != nil && why != reasonTimeout && why != reasonCancelled && why != reasonShutdown && why != reasonDeadline:
 		msg := "Failed to execute step: " + err.Error()
 		if errors.As(err, &re) {

@@ -51,7 +51,7 @@ func (w *worker) register(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := atomicfile.Write(filepath.Join(w.cfg.WorkspaceDir, workerIDFile), []byte(id+"\n"), true); err != nil {
+	if err := atomicfile.Write(filepath.Join(w.cfg.WorkspaceDir, workerIDFile), []byte(id+"\n"), atomicfile.Durable); err != nil {
 		// Not fatal: this run has its id; the next run registers again.
 		w.log.Warn("could not persist the worker id", "error", err.Error())
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"sync/atomic"
 	"time"
 
@@ -42,7 +43,7 @@ type Options struct {
 	HardDeadline time.Time
 	// Reserve is the time kept back before HardDeadline to stop the step
 	// and deliver its result. Zero: cancel_grace_secs plus 10% of the
-	// time left (at least 5 s). It is never more than half the time left.
+	// time left (at least 5 s), but never more than half the time left.
 	Reserve time.Duration
 	// DeadlineMessage is the note on a step stopped by the deadline
 	// (default "Worker deadline reached").
@@ -105,11 +106,11 @@ func stepDeadline(opts Options, cfg *config.Config, now time.Time) time.Time {
 	if opts.HardDeadline.IsZero() {
 		return time.Time{}
 	}
-	left := opts.HardDeadline.Sub(now)
-	reserve := opts.Reserve
-	if reserve <= 0 {
-		reserve = cfg.CancelGrace() + max(5*time.Second, left/10)
+	if opts.Reserve > 0 {
+		return opts.HardDeadline.Add(-opts.Reserve)
 	}
+	left := opts.HardDeadline.Sub(now)
+	reserve := cfg.CancelGrace() + max(5*time.Second, left/10)
 	return opts.HardDeadline.Add(-min(reserve, left/2))
 }
 
@@ -127,6 +128,8 @@ type worker struct {
 	deadlineMsg string
 	// deliverBy bounds delivery after the step (zero: no bound).
 	deliverBy time.Time
+	// running is the sink of the step running now, if any.
+	running atomic.Pointer[sink]
 }
 
 func newWorker(cfg *config.Config, opts Options, deps Deps) (*worker, error) {
@@ -217,6 +220,26 @@ func (w *worker) run(ctx context.Context, opts Options) (Outcome, error) {
 		defer close(hbDone)
 		w.heartbeat(hbCtx, &current, h.SupervisorPID)
 	}()
+	if h.SupervisorPID != 0 {
+		// The supervisor holds the step's handle; should it die, the handle
+		// goes into the spool at once (the kernel signals this process:
+		// PR_SET_PDEATHSIG), for whoever delivers it if this process dies too.
+		gone := make(chan os.Signal, 1)
+		signal.Notify(gone, handoff.SupervisorGoneSignal)
+		defer signal.Stop(gone)
+		go func() {
+			for {
+				select {
+				case <-gone:
+					if k := w.running.Load(); k != nil {
+						k.saveHandle()
+					}
+				case <-hbCtx.Done():
+					return
+				}
+			}
+		}()
+	}
 	defer func() { stopHB(); <-hbDone }()
 
 	step := h.Step

@@ -2,9 +2,7 @@ package oneshot
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -27,8 +25,6 @@ type stepRun struct {
 	runner   runner.Runner
 	job      *runner.Job
 	redactor *redact.Redactor
-	// dirsRoot holds the step's own directories; cleanup removes it.
-	dirsRoot string
 	cleanup  []func()
 }
 
@@ -88,12 +84,12 @@ func (w *worker) prepare(ctx context.Context, s *stepRun) (stepResult, bool) {
 	if err != nil {
 		return s.failure(err.Error()), false
 	}
-	s.dirsRoot = filepath.Join(w.cfg.WorkspaceDir, "steps", s.key)
-	s.cleanup = append(s.cleanup, func() { os.RemoveAll(s.dirsRoot) })
-	dirs, err := makeDirs(s.dirsRoot)
+	slot, err := acquireStepSlot(filepath.Join(w.cfg.WorkspaceDir, "steps"))
 	if err != nil {
 		return s.failure("Failed to build run config: " + err.Error()), false
 	}
+	s.cleanup = append(s.cleanup, slot.release)
+	dirs := slot.dirs
 	if err := w.downloadState(ctx, step, dirs); err != nil {
 		return s.failure("Failed to download state: " + err.Error()), false
 	}
@@ -111,21 +107,6 @@ func (w *worker) prepare(ctx context.Context, s *stepRun) (stepResult, bool) {
 	s.job = &runner.Job{Step: step, Spec: spec, Workspace: workDir, Env: env, Dirs: dirs,
 		WorkerID: s.workerID, Attempt: s.attempt, Key: s.key, Signal: w.cfg.CancelSignal(), Grace: w.cfg.CancelGrace()}
 	return stepResult{}, true
-}
-
-// makeDirs creates a step's own directories under root.
-func makeDirs(root string) (runner.Dirs, error) {
-	d := runner.Dirs{
-		Artifacts: filepath.Join(root, "artifacts"),
-		State:     filepath.Join(root, "state"), StateOut: filepath.Join(root, "state-out"),
-		GlobalState: filepath.Join(root, "global-state"), GlobalStateOut: filepath.Join(root, "global-state-out"),
-	}
-	for _, p := range []string{d.Artifacts, d.State, d.StateOut, d.GlobalState, d.GlobalStateOut} {
-		if err := os.MkdirAll(p, 0o700); err != nil {
-			return d, fmt.Errorf("creating step directory: %w", err)
-		}
-	}
-	return d, nil
 }
 
 // workspaces is the workspace cache under workspace_dir.

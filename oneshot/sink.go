@@ -32,6 +32,9 @@ type sink struct {
 	log      *slog.Logger
 	events   *handoff.Writer
 	exited   atomic.Bool
+	// handle is the runner's handle, kept until it must be on disk.
+	handle atomic.Pointer[json.RawMessage]
+	saved  atomic.Bool
 
 	mu     sync.Mutex
 	output json.RawMessage
@@ -86,13 +89,28 @@ func (k *sink) parse(line []byte) {
 	k.mu.Unlock()
 }
 
-// Started records the runner's handle in the spool, for whoever delivers
-// it should this process die, and tells the supervisor.
+// Started records the runner's handle, for whoever has to stop the step
+// should this process die: the supervisor, told at once, or, without one,
+// whoever delivers the spool (the handle is saved in it).
 func (k *sink) Started(handle json.RawMessage) {
-	if err := delivery.SaveHandle(k.spool.Dir(), handle); err != nil {
-		k.log.Warn("recording the step's handle", "error", err.Error())
+	k.handle.Store(&handle)
+	if k.events == nil {
+		k.saveHandle()
+		return
 	}
 	k.events.Emit(handoff.Event{Kind: handoff.Spawned, Handle: handle})
+}
+
+// saveHandle writes the handle into the spool (once): at start without a
+// supervisor, or when the supervisor is gone.
+func (k *sink) saveHandle() {
+	h := k.handle.Load()
+	if h == nil || !k.saved.CompareAndSwap(false, true) {
+		return
+	}
+	if err := delivery.SaveHandle(k.spool.Dir(), *h); err != nil {
+		k.log.Warn("recording the step's handle", "error", err.Error())
+	}
 }
 
 // Exited marks the step's code as ended on its own.

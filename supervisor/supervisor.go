@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -18,6 +19,10 @@ import (
 	"github.com/stroem-worker/stroem-worker/shared/runner"
 	"github.com/stroem-worker/stroem-worker/shared/runner/local"
 )
+
+// ErrListen: the health and metrics address (listen) cannot be bound:
+// in use, or not an address of this host. A configuration error.
+var ErrListen = errors.New("listen address unusable")
 
 // Deps are what Run uses that callers and tests may replace.
 type Deps struct {

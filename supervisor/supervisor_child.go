@@ -82,12 +82,12 @@ func (s *supervisor) fork(c *child) error {
 	// test binary under testscript, a busybox-style link) stays the same
 	// program in the child.
 	cmd.Args[0] = s.deps.Argv0
-	p.Attach(cmd)
 	cmd.Stdout = s.deps.ChildStderr
 	cmd.Stderr = s.deps.ChildStderr
 	// Its own process group: a Ctrl-C in a terminal reaches the supervisor
 	// only, which then decides between drain and cancel.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.Attach(cmd)
 	// Registered, so the orphan sweep never reaps a live child.
 	err = process.StartCmd(cmd)
 	p.Started()

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // serveHTTP serves /healthz, /readyz and /metrics on cfg.Listen. It
@@ -17,7 +15,7 @@ import (
 func (s *supervisor) serveHTTP(ctx context.Context, wg *sync.WaitGroup) (string, func(), error) {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
-		return "", nil, fmt.Errorf("listening on %s for health and metrics: %w", s.cfg.Listen, err)
+		return "", nil, fmt.Errorf("%w: listening on %s for health and metrics: %w; pick a free address for listen (--listen), or leave it empty", ErrListen, s.cfg.Listen, err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -30,7 +28,7 @@ func (s *supervisor) serveHTTP(ctx context.Context, wg *sync.WaitGroup) (string,
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", s.metrics.reg.Handler())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -541,6 +541,12 @@ func TestSupervisorDeathDoesNotFailSteps(t *testing.T) {
 	if err := srv.WaitFor(ctx, func(s *fakeserver.Server) bool { return beats(s) > before+1 }); err != nil {
 		t.Fatalf("the orphaned child sent no heartbeats: %v", err)
 	}
+	// While a supervisor lives it keeps the step's handle; once it is gone
+	// the child has put it in the spool, for a later deliverer.
+	handles, _ := filepath.Glob(filepath.Join(dir, "ws", "spool", "*", "handle.json"))
+	if len(handles) != 1 {
+		t.Errorf("spools with a saved handle after the supervisor died: %v, want the running step's", handles)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "release"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -25,23 +25,24 @@ type CLI struct {
 
 // Globals are flags every command takes.
 type Globals struct {
-	Config string `short:"c" env:"STROEM_CONFIG" default:"worker-config.yaml" help:"Config file (YAML). A missing default file is fine: env and flags may configure everything."`
+	Config  string      `short:"c" env:"STROEM_CONFIG" default:"worker-config.yaml" help:"Config file (YAML). A missing default file is fine: env and flags may configure everything."`
+	Version versionFlag `name:"version" help:"Print the version and exit."`
 
-	ServerURL              string `name:"server-url" help:"Override server_url." placeholder:"URL"`
-	WorkerName             string `name:"worker-name" help:"Override worker_name."`
-	WorkerTokenFile        string `name:"worker-token-file" help:"Override worker_token_file (the token itself is never a flag: it would show in ps)." placeholder:"PATH"`
-	WorkspaceDir           string `name:"workspace-dir" help:"Override workspace_dir." placeholder:"DIR"`
-	MaxConcurrent          string `name:"max-concurrent" help:"Override max_concurrent." placeholder:"N"`
-	PollIntervalSecs       string `name:"poll-interval-secs" help:"Override poll_interval_secs." placeholder:"SECS"`
-	Capabilities           string `name:"capabilities" help:"Override capabilities (comma-separated)." placeholder:"LIST"`
-	Tags                   string `name:"tags" help:"Override tags (comma-separated)." placeholder:"LIST"`
-	HeartbeatIntervalSecs  string `name:"heartbeat-interval-secs" help:"Override heartbeat_interval_secs." placeholder:"SECS"`
-	CancelPollIntervalSecs string `name:"cancel-poll-interval-secs" help:"Override cancel_poll_interval_secs." placeholder:"SECS"`
-	CancelSignal           string `name:"cancel-signal" help:"Override cancel_signal (SIGTERM, SIGINT, ...)." placeholder:"SIG"`
-	CancelGraceSecs        string `name:"cancel-grace-secs" help:"Override cancel_grace_secs." placeholder:"SECS"`
-	DeliveryTimeoutSecs    string `name:"delivery-timeout-secs" help:"Override delivery_timeout_secs." placeholder:"SECS"`
-	LogFormat              string `name:"log-format" help:"Override log_format (text or json)." placeholder:"FORMAT"`
-	LogLevel               string `name:"log-level" help:"Override log_level (debug, info, warn, error)." placeholder:"LEVEL"`
+	ServerURL              string `group:"overrides" name:"server-url" help:"Override server_url." placeholder:"URL"`
+	WorkerName             string `group:"overrides" name:"worker-name" help:"Override worker_name."`
+	WorkerTokenFile        string `group:"overrides" name:"worker-token-file" help:"Override worker_token_file (the token itself is never a flag: it would show in ps)." placeholder:"PATH"`
+	WorkspaceDir           string `group:"overrides" name:"workspace-dir" help:"Override workspace_dir." placeholder:"DIR"`
+	MaxConcurrent          string `group:"overrides" name:"max-concurrent" help:"Override max_concurrent." placeholder:"N"`
+	PollIntervalSecs       string `group:"overrides" name:"poll-interval-secs" help:"Override poll_interval_secs." placeholder:"SECS"`
+	Capabilities           string `group:"overrides" name:"capabilities" help:"Override capabilities (comma-separated)." placeholder:"LIST"`
+	Tags                   string `group:"overrides" name:"tags" help:"Override tags (comma-separated)." placeholder:"LIST"`
+	HeartbeatIntervalSecs  string `group:"overrides" name:"heartbeat-interval-secs" help:"Override heartbeat_interval_secs." placeholder:"SECS"`
+	CancelPollIntervalSecs string `group:"overrides" name:"cancel-poll-interval-secs" help:"Override cancel_poll_interval_secs." placeholder:"SECS"`
+	CancelSignal           string `group:"overrides" name:"cancel-signal" help:"Override cancel_signal (SIGTERM, SIGINT, ...)." placeholder:"SIG"`
+	CancelGraceSecs        string `group:"overrides" name:"cancel-grace-secs" help:"Override cancel_grace_secs." placeholder:"SECS"`
+	DeliveryTimeoutSecs    string `group:"overrides" name:"delivery-timeout-secs" help:"Override delivery_timeout_secs." placeholder:"SECS"`
+	LogFormat              string `group:"overrides" name:"log-format" help:"Override log_format (text or json)." placeholder:"FORMAT"`
+	LogLevel               string `group:"overrides" name:"log-level" help:"Override log_level (debug, info, warn, error)." placeholder:"LEVEL"`
 
 	stdout, stderr io.Writer
 }

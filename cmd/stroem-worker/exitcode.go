@@ -9,6 +9,7 @@ import (
 	"github.com/stroem-worker/stroem-worker/shared/api"
 	"github.com/stroem-worker/stroem-worker/shared/config"
 	"github.com/stroem-worker/stroem-worker/shared/handoff"
+	"github.com/stroem-worker/stroem-worker/supervisor"
 )
 
 // Exit codes: the contract with schedulers (Kubernetes podFailurePolicy,
@@ -64,7 +65,7 @@ func exitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.As(err, &ue), errors.Is(err, config.ErrInvalid):
+	case errors.As(err, &ue), errors.Is(err, config.ErrInvalid), errors.Is(err, oneshot.ErrBadWorkerID), errors.Is(err, supervisor.ErrListen):
 		return ExitUsage
 	case errors.Is(err, api.ErrUnauthorized):
 		return ExitTokenRejected

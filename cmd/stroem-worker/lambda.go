@@ -2,13 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"log/slog"
+	"os"
 	"time"
 
-	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/stroem-worker/stroem-worker/oneshot"
 	"github.com/stroem-worker/stroem-worker/shared/config"
+	"github.com/stroem-worker/stroem-worker/shared/lambdaruntime"
+	"github.com/stroem-worker/stroem-worker/shared/runner"
 )
 
 // LambdaCmd is `stroem-worker lambda`: the binary as an AWS Lambda custom
@@ -30,6 +32,10 @@ type LambdaResult struct {
 
 // Run serves invocations until the runtime stops the process.
 func (c *LambdaCmd) Run(ctx context.Context, g *Globals) error {
+	api := os.Getenv("AWS_LAMBDA_RUNTIME_API")
+	if api == "" {
+		return &usageError{errors.New("lambda: AWS_LAMBDA_RUNTIME_API is not set: this command is the bootstrap of an AWS Lambda custom runtime and runs only inside Lambda; elsewhere run claim-and-run")}
+	}
 	cfg, err := g.load(nil)
 	if err != nil {
 		return err
@@ -39,26 +45,45 @@ func (c *LambdaCmd) Run(ctx context.Context, g *Globals) error {
 		cfg.WorkspaceDir = "/tmp/stroem-worker"
 	}
 	log := g.logger(cfg)
+	// One set for every invocation: a warm function keeps its clients.
 	set, err := runners(ctx, cfg, log, true)
 	if err != nil {
 		return err
 	}
-	handler := func(ictx context.Context, _ json.RawMessage) (LambdaResult, error) {
-		opts := oneshot.Options{Wait: c.Wait, DeadlineMessage: "Lambda deadline reached", Reserve: c.Reserve}
-		if d, ok := ictx.Deadline(); ok {
-			// Lambda freezes the process at d: delivery ends just before.
-			opts.HardDeadline = d.Add(-500 * time.Millisecond)
-			if time.Until(opts.HardDeadline.Add(-c.Reserve)) <= 0 {
-				return LambdaResult{}, errors.New("invocation deadline leaves no time after the reserve; raise the function timeout or lower --reserve")
+	rt := lambdaruntime.New(api)
+	for {
+		inv, err := rt.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
 			}
+			return err
 		}
-		// Everything is delivered before the handler returns: once it
-		// does, Lambda may freeze the process.
-		out, err := oneshot.Run(context.WithoutCancel(ictx), cfg, opts, oneshot.Deps{Logger: log, Version: version, Runners: set})
-		res := LambdaResult{Claimed: out.Claimed, JobID: out.JobID, StepName: out.StepName,
-			ExitCode: out.ExitCode, Error: out.Error, Delivered: out.Delivered}
-		return res, err
+		res, err := c.invoke(inv, cfg, log, set)
+		// Everything is delivered before the answer: once it is sent,
+		// Lambda may freeze the process.
+		if err != nil {
+			err = rt.Fail(context.WithoutCancel(ctx), inv.RequestID, err)
+		} else {
+			err = rt.Respond(context.WithoutCancel(ctx), inv.RequestID, res)
+		}
+		if err != nil {
+			log.Error("answering the invocation", "error", err.Error())
+		}
 	}
-	lambda.StartWithOptions(handler, lambda.WithContext(ctx))
-	return nil
+}
+
+// invoke is one claim-and-run cycle within an invocation's deadline.
+func (c *LambdaCmd) invoke(inv lambdaruntime.Invocation, cfg *config.Config, log *slog.Logger, set runner.Set) (LambdaResult, error) {
+	opts := oneshot.Options{Wait: c.Wait, DeadlineMessage: "Lambda deadline reached", Reserve: c.Reserve}
+	if !inv.Deadline.IsZero() {
+		// Lambda freezes the process at the deadline: delivery ends just before.
+		opts.HardDeadline = inv.Deadline.Add(-500 * time.Millisecond)
+		if time.Until(opts.HardDeadline.Add(-c.Reserve)) <= 0 {
+			return LambdaResult{}, errors.New("invocation deadline leaves no time after the reserve; raise the function timeout or lower --reserve")
+		}
+	}
+	out, err := oneshot.Run(context.Background(), cfg, opts, oneshot.Deps{Logger: log, Version: version, Runners: set})
+	return LambdaResult{Claimed: out.Claimed, JobID: out.JobID, StepName: out.StepName,
+		ExitCode: out.ExitCode, Error: out.Error, Delivered: out.Delivered}, err
 }

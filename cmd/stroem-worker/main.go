@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -54,6 +55,14 @@ func process() int {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 2 && args[0] == "claim-and-run" && args[1] == "--handoff" {
+		// A supervisor's child: everything comes over the handoff pipe, so
+		// the command line needs no parser (building kong's model by
+		// reflection is a good part of what a short step costs).
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return report(stderr, (&ClaimAndRunCmd{Handoff: true}).Run(ctx, &Globals{stdout: stdout, stderr: stderr}))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	var cli CLI
@@ -74,19 +83,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitWith
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "stroem-worker:", err)
+		fmt.Fprintln(stderr, "stroem-worker:", explainParseError(parser, err))
 		return ExitUsage
 	}
 	cli.Globals.stdout, cli.Globals.stderr = stdout, stderr
-	err = kctx.Run(&cli.Globals)
-	code := exitCode(err)
+	return report(stderr, kctx.Run(&cli.Globals))
+}
+
+// report prints a command's error (unless it only carries an exit code)
+// and returns the process exit code for it.
+func report(stderr io.Writer, err error) int {
 	if err != nil {
 		var ee *exitError
 		if !errors.As(err, &ee) || ee.msg != "" {
 			fmt.Fprintln(stderr, "stroem-worker:", err)
 		}
 	}
-	return code
+	return exitCode(err)
 }
 
 // newLogger builds the worker's own logger (never the step's output).
@@ -106,8 +119,59 @@ func newParser(ctx context.Context, cli *CLI, stdout, stderr io.Writer, exit fun
 		kong.Name("stroem-worker"),
 		kong.Description("A worker for the Strøm workflow orchestration platform.\n\n"+exitCodeHelp()),
 		kong.UsageOnError(),
+		// "--max-concurrent -2" is a value (refused by validation with a
+		// reason), not a short flag kong does not know.
+		kong.WithHyphenPrefixedParameters(true),
+		kong.ExplicitGroups([]kong.Group{{Key: "overrides", Title: "Config overrides (each sets the config key of the same name; see `config check`):"}}),
 		kong.Writers(stdout, stderr),
 		kong.Exit(exit),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 	)
+}
+
+// explainParseError adds what kong leaves out: an unknown word where a
+// command belongs (the default command takes no arguments) gets the list
+// of commands and the closest one.
+func explainParseError(parser *kong.Kong, err error) string {
+	word, ok := strings.CutPrefix(err.Error(), "unexpected argument ")
+	if !ok || strings.HasPrefix(word, "-") {
+		return err.Error()
+	}
+	var names []string
+	best, bestDist := "", 4
+	for _, c := range parser.Model.Children {
+		if c.Hidden {
+			continue
+		}
+		names = append(names, c.Name)
+		if d := levenshtein(word, c.Name); d < bestDist {
+			best, bestDist = c.Name, d
+		}
+	}
+	msg := fmt.Sprintf("unknown command %q", word)
+	if best != "" {
+		msg += fmt.Sprintf(" (did you mean %s?)", best)
+	}
+	return msg + "; commands: " + strings.Join(names, ", ")
+}
+
+// levenshtein is the edit distance of a and b.
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }

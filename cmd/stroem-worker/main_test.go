@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -57,6 +58,7 @@ func TestScripts(t *testing.T) {
 			"waitstep":    cmdWaitStep,
 			"waitlog":     cmdWaitLog,
 			"alive":       cmdAlive,
+			"holdport":    cmdHoldPort,
 		},
 	})
 }
@@ -125,6 +127,20 @@ func cmdWaitStep(ts *testscript.TestScript, neg bool, args []string) {
 }
 
 type deadlineKey struct{}
+
+// holdport VAR: listen on a free loopback port until the script ends, and
+// store its address in $VAR.
+func cmdHoldPort(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: holdport VAR")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ts.Fatalf("holdport: %v", err)
+	}
+	ts.Defer(func() { ln.Close() })
+	ts.Setenv(args[0], ln.Addr().String())
+}
 
 // waitlog JOB LINE: wait until the job's log holds LINE.
 func cmdWaitLog(ts *testscript.TestScript, neg bool, args []string) {

@@ -71,6 +71,12 @@ func hideToken() (string, error) {
 	}
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, tokenEnv+"=") })
 	env = append(env, tokenFDEnv+"="+strconv.Itoa(int(r.Fd())))
-	err = syscall.Exec("/proc/self/exe", os.Args, env)
-	return "", fmt.Errorf("hiding the worker token (re-executing %s): %w", os.Args[0], err)
+	// The binary's own path, not /proc/self/exe: the process name (comm,
+	// what ps and top show) is taken from the path executed.
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "/proc/self/exe"
+	}
+	err = syscall.Exec(exe, os.Args, env)
+	return "", fmt.Errorf("hiding the worker token (re-executing %s): %w", exe, err)
 }

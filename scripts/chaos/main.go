@@ -76,6 +76,9 @@ func main() {
 	}()
 	fail := fakeserver.RandomFailures(0.30, 1, http.StatusServiceUnavailable)
 	drop := fakeserver.RandomFailures(0.03, 2, 0)
+	// Lost answers: the server commits (a claim, a log batch, a start, a
+	// complete) and the answer never arrives.
+	lose := fakeserver.RandomFaults(0.02, 5, fakeserver.Fault{DropAnswer: true})
 	rng := rand.New(rand.NewPCG(3, 4))
 	var rngMu sync.Mutex
 	srv.SetFault(func(r *http.Request) fakeserver.Fault {
@@ -83,6 +86,9 @@ func main() {
 			return f
 		}
 		if f := drop(r); f.Drop {
+			return f
+		}
+		if f := lose(r); f.DropAnswer {
 			return f
 		}
 		rngMu.Lock()
@@ -101,8 +107,10 @@ func main() {
 		spec, _ := json.Marshal(map[string]any{"type": "script",
 			"script": fmt.Sprintf("seq 1 %d; sleep 0.%d", *lines, i%5),
 			"env":    map[string]string{"CHAOS_MARK": mark}})
+		// One retry each: a step stranded by a lost claim answer is failed by
+		// the server's heartbeat timeout and runs again.
 		jobs = append(jobs, srv.AddJob(fakeserver.JobSpec{TaskName: fmt.Sprintf("chaos-%d", i),
-			Steps: []fakeserver.StepSpec{{StepName: "s", ActionSpec: spec}}}))
+			Steps: []fakeserver.StepSpec{{StepName: "s", ActionSpec: spec, Retries: 1}}}))
 	}
 	env := append(os.Environ(), "STROEM__SERVER_URL="+url, "STROEM__WORKER_TOKEN="+fakeserver.DefaultToken,
 		"STROEM__WORKSPACE_DIR="+filepath.Join(dir, "ws"), "STROEM__POLL_INTERVAL_SECS=0.1",
@@ -116,7 +124,7 @@ func main() {
 		check(cmd.Start())
 		return cmd
 	}
-	fmt.Fprintf(os.Stderr, "chaos: %d steps of %d lines, 30%% 503s, 3%% dropped connections, %v outage, %d child kills, one supervisor kill\n",
+	fmt.Fprintf(os.Stderr, "chaos: %d steps of %d lines, 30%% 503s, 3%% dropped connections, 2%% lost answers, %v outage, %d child kills, one supervisor kill\n",
 		*steps, *lines, *outage, *kills)
 	began := time.Now()
 	sup := start()
@@ -171,9 +179,15 @@ func main() {
 	sup.Wait()
 
 	// Tally.
-	var completed, failed, recovered, stuck, missing, dups, delivered int
+	var completed, failed, recovered, stuck, missing, dups, delivered, extraCompletes, reattempts int
 	for _, j := range jobs {
 		st, _ := srv.Step(j, "s")
+		reattempts += len(st.Attempts) - 1
+		for _, a := range st.Attempts {
+			// More than one complete in an attempt is a result resent after
+			// its answer was lost, or one of an earlier attempt arriving late.
+			extraCompletes += max(0, a.Completes-1)
+		}
 		seen := map[int]int{}
 		for _, l := range srv.Logs(j) {
 			if n, err := strconv.Atoi(l.Line); err == nil {
@@ -214,6 +228,8 @@ func main() {
 	fmt.Printf("| lines delivered / expected from completed steps | %d / %d |\n", delivered, completed**lines)
 	fmt.Printf("| lines missing from completed steps | %d |\n", missing)
 	fmt.Printf("| duplicate lines (retried after a lost answer) | %d |\n", dups)
+	fmt.Printf("| steps run again by the server (retry after recovery) | %d |\n", reattempts)
+	fmt.Printf("| completes beyond one per attempt (resent after a lost answer, or stale) | %d |\n", extraCompletes)
 	fmt.Printf("| step processes left running | %d |\n", len(left))
 	if missing > 0 || stuck > 0 || len(left) > 0 {
 		for _, p := range left {

@@ -6,11 +6,28 @@ import (
 	"path/filepath"
 )
 
+// Durability says what must survive a power loss. Each fsync costs
+// milliseconds on ordinary disks, on the path of every step: ask for what
+// the reader needs and no more.
+type Durability int
+
+const (
+	// Volatile: a reader after a power loss may find the old content, the
+	// new one, or (rarely) an empty file; fine for what can be rebuilt.
+	Volatile Durability = iota
+	// Whole: the file is synced before it takes the name, so after a power
+	// loss the name holds the whole new content or the old one (or is
+	// missing if it was new), never a torn or empty file.
+	Whole
+	// Durable: Whole, and the directory is synced too, so the new content
+	// is there after a power loss.
+	Durable
+)
+
 // Write replaces path with data, mode 0600 (files the worker keeps may
-// hold ids or results that are nobody else's business). Sync says whether
-// the data must survive a power loss: the file and its directory are then
-// fsynced before Write returns.
-func Write(path string, data []byte, sync bool) error {
+// hold ids or results that are nobody else's business).
+func Write(path string, data []byte, d Durability) error {
+	sync := d >= Whole
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -33,7 +50,7 @@ func Write(path string, data []byte, sync bool) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if sync {
+	if d >= Durable {
 		return SyncDir(dir)
 	}
 	return nil

@@ -10,14 +10,14 @@ import (
 
 func TestWriteReplacesWholeFileWithTightMode(t *testing.T) {
 	t.Parallel()
-	for _, sync := range []bool{false, true} {
+	for _, d := range []atomicfile.Durability{atomicfile.Volatile, atomicfile.Whole, atomicfile.Durable} {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "f")
 		if err := os.WriteFile(path, []byte("old content that is longer"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := atomicfile.Write(path, []byte("new"), sync); err != nil {
-			t.Fatalf("Write(sync=%v) = %v", sync, err)
+		if err := atomicfile.Write(path, []byte("new"), d); err != nil {
+			t.Fatalf("Write(%d) = %v", d, err)
 		}
 		data, err := os.ReadFile(path)
 		if err != nil || string(data) != "new" {
@@ -36,7 +36,7 @@ func TestWriteReplacesWholeFileWithTightMode(t *testing.T) {
 
 func TestWriteIntoMissingDirectoryFails(t *testing.T) {
 	t.Parallel()
-	err := atomicfile.Write(filepath.Join(t.TempDir(), "missing", "f"), []byte("x"), true)
+	err := atomicfile.Write(filepath.Join(t.TempDir(), "missing", "f"), []byte("x"), atomicfile.Durable)
 	if err == nil {
 		t.Fatal("Write into a missing directory = nil, want an error")
 	}

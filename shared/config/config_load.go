@@ -456,7 +456,9 @@ func (l *loader) readTokenFile() {
 		l.fail("worker_token_file: %s is empty; put the worker token in it", c.WorkerTokenFile)
 		return
 	}
-	c.Origins["worker_token"] = c.Origins["worker_token_file"]
+	// The token's value came from the file, whatever set the file's path:
+	// an error about the value must point there, not at the variable.
+	c.Origins["worker_token"] = Source("worker_token_file " + c.WorkerTokenFile)
 }
 
 // suggest returns ` (did you mean "x"?)` for the candidate closest to s,

@@ -368,6 +368,7 @@ func TestTokenFile(t *testing.T) {
 	t.Parallel()
 	tokenPath := writeFile(t, "token", "\n  "+token+"\n")
 	emptyPath := writeFile(t, "empty", " \n")
+	shortPath := writeFile(t, "short", "too-short\n")
 	missing := filepath.Join(t.TempDir(), "no-token")
 	tests := []struct {
 		name    string
@@ -386,6 +387,8 @@ func TestTokenFile(t *testing.T) {
 			wantErr: []string{"worker_token_file:", missing, "check the path"}},
 		{name: "empty file", env: map[string]string{"STROEM__WORKER_TOKEN": "", "STROEM__WORKER_TOKEN_FILE": emptyPath},
 			wantErr: []string{"worker_token_file: " + emptyPath + " is empty"}},
+		{name: "short token in file", env: map[string]string{"STROEM__WORKER_TOKEN": "", "STROEM__WORKER_TOKEN_FILE": shortPath},
+			wantErr: []string{"worker_token (from worker_token_file " + shortPath + "): must be at least 32 characters", "put the whole token in " + shortPath}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -401,8 +404,12 @@ func TestTokenFile(t *testing.T) {
 			if c.WorkerToken != token {
 				t.Errorf("WorkerToken has %d chars, want the %d of the file, trimmed", len(c.WorkerToken), len(token))
 			}
-			if got := c.Origins["worker_token"]; got != tt.wantSrc {
-				t.Errorf("Origins[worker_token] = %q, want %q", got, tt.wantSrc)
+			// The value came from the file, whichever layer named the file.
+			if got, want := c.Origins["worker_token"], config.Source("worker_token_file "+tokenPath); got != want {
+				t.Errorf("Origins[worker_token] = %q, want %q", got, want)
+			}
+			if got := c.Origins["worker_token_file"]; got != tt.wantSrc {
+				t.Errorf("Origins[worker_token_file] = %q, want %q", got, tt.wantSrc)
 			}
 		})
 	}

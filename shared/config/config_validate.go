@@ -68,6 +68,9 @@ func (c *Config) validate() []error {
 	switch {
 	case c.WorkerToken == "" && c.WorkerTokenFile == "":
 		bad("worker_token", "required; set it in the config file, STROEM__WORKER_TOKEN or worker_token_file (a file holding it)")
+	case c.WorkerToken != "" && len(c.WorkerToken) < MinTokenLen && c.WorkerTokenFile != "":
+		bad("worker_token", "must be at least %d characters (the server refuses shorter tokens), got %d; put the whole token in %s",
+			MinTokenLen, len(c.WorkerToken), c.WorkerTokenFile)
 	case c.WorkerToken != "" && len(c.WorkerToken) < MinTokenLen:
 		bad("worker_token", "must be at least %d characters (the server refuses shorter tokens), got %d; set it in the config file, STROEM__WORKER_TOKEN or worker_token_file",
 			MinTokenLen, len(c.WorkerToken))

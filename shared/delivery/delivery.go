@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +34,8 @@ const (
 	handleFile = "handle.json"
 	// staleDir keeps spools whose result was too old to send.
 	staleDir = "stale"
+	// lockDir holds the step locks.
+	lockDir = ".locks"
 )
 
 // Withheld reasons, for logs and metrics.
@@ -72,12 +77,27 @@ func (d *Deliverer) log() *slog.Logger {
 	return d.Log
 }
 
-// Lock takes the lock of the spool named key, or returns ErrBusy.
+// Lock makes the directory of the spool named key (if it is not there)
+// and takes its lock, or returns ErrBusy. The lock is an flock on the
+// directory itself: a lock file beside it would cost a file created and
+// removed per step. It is taken before the spool has any content, so a
+// process scanning for pending spools never takes one being made for one
+// left behind.
 func (d *Deliverer) Lock(key string) (*filelock.Lock, error) {
 	if err := os.MkdirAll(d.Root, 0o700); err != nil {
 		return nil, fmt.Errorf("creating spool directory: %w", err)
 	}
-	return filelock.TryLock(filepath.Join(d.Root, key+".lock"), filelock.Options{RemoveOnUnlock: true})
+	return filelock.TryLockDir(filepath.Join(d.Root, key), true, filelock.Options{})
+}
+
+// Busy reports whether a live process holds the spool named key.
+func (d *Deliverer) Busy(key string) bool {
+	l, err := filelock.TryLockDir(filepath.Join(d.Root, key), false, filelock.Options{})
+	if err != nil {
+		return errors.Is(err, ErrBusy)
+	}
+	l.Unlock()
+	return false
 }
 
 // Pending delivers every spool that no live process owns, oldest first,
@@ -92,9 +112,10 @@ func (d *Deliverer) Pending(ctx context.Context, cause string) (int, error) {
 		return 0, fmt.Errorf("listing pending spools: %w", err)
 	}
 	d.pruneStale()
+	d.pruneEmpty()
 	delivered := 0
 	for _, dir := range dirs {
-		if filepath.Base(dir) == staleDir {
+		if b := filepath.Base(dir); b == staleDir || b == lockDir {
 			continue
 		}
 		err := d.One(ctx, filepath.Base(dir), cause)
@@ -116,14 +137,18 @@ func (d *Deliverer) Pending(ctx context.Context, cause string) (int, error) {
 // One delivers the spool named key if no live process owns it (ErrBusy
 // otherwise). A spool that is gone was delivered by its owner.
 func (d *Deliverer) One(ctx context.Context, key, cause string) error {
-	lock, err := d.Lock(key)
+	dir := filepath.Join(d.Root, key)
+	lock, err := filelock.TryLockDir(dir, false, filelock.Options{})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // its owner delivered and removed it
+	}
 	if err != nil {
 		return err
 	}
 	defer lock.Unlock()
-	dir := filepath.Join(d.Root, key)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return nil
+	if _, err := os.Stat(filepath.Join(dir, "meta.json")); errors.Is(err, os.ErrNotExist) {
+		// Its owner died before it wrote anything: nothing to deliver.
+		return os.RemoveAll(dir)
 	}
 	sp, err := logstream.Open(dir)
 	if err != nil {
@@ -175,7 +200,7 @@ func (d *Deliverer) Complete(ctx context.Context, sp *logstream.Spool, body []by
 	}
 	// Held across the check and the send: a claimer of the same step on
 	// this host marks the attempt superseded under it (Supersede).
-	sl, err := filelock.Wait(ctx, d.stepLockPath(meta.JobID, meta.StepName), filelock.Options{RemoveOnUnlock: true})
+	sl, err := d.stepLock(ctx, meta.JobID, meta.StepName)
 	if err != nil {
 		return fmt.Errorf("delivering result of %s/%s: %w", meta.JobID, meta.StepName, err)
 	}
@@ -215,25 +240,35 @@ func (d *Deliverer) Supersede(ctx context.Context, jobID, step, attempt string) 
 		return 0, fmt.Errorf("creating spool directory: %w", err)
 	}
 	stepKey, own := StepKey(jobID, step), Key(jobID, step, attempt)
-	sl, err := filelock.Wait(ctx, d.stepLockPath(jobID, step), filelock.Options{RemoveOnUnlock: true})
+	earlier := func() ([]os.DirEntry, error) {
+		entries, err := os.ReadDir(d.Root)
+		return slices.DeleteFunc(entries, func(e os.DirEntry) bool {
+			return !e.IsDir() || e.Name() == own || !isAttemptOf(e.Name(), stepKey)
+		}), err
+	}
+	// Nearly always there is no earlier attempt here, and no lock is taken.
+	if entries, err := earlier(); err != nil || len(entries) == 0 {
+		if err != nil {
+			return 0, fmt.Errorf("superseding earlier attempts: %w", err)
+		}
+		return 0, nil
+	}
+	sl, err := d.stepLock(ctx, jobID, step)
 	if err != nil {
 		return 0, fmt.Errorf("superseding earlier attempts: %w", err)
 	}
 	defer sl.Unlock()
-	entries, err := os.ReadDir(d.Root)
+	entries, err := earlier()
 	if err != nil {
 		return 0, fmt.Errorf("superseding earlier attempts: %w", err)
 	}
 	n := 0
 	for _, e := range entries {
-		if !e.IsDir() || e.Name() == own || !isAttemptOf(e.Name(), stepKey) {
-			continue
-		}
 		dir := filepath.Join(d.Root, e.Name())
 		if exists(filepath.Join(dir, completionSentFile)) || exists(filepath.Join(dir, supersededFile)) {
 			continue
 		}
-		if err := atomicfile.Write(filepath.Join(dir, supersededFile), nil, true); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, supersededFile), nil, atomicfile.Durable); err != nil {
 			return n, fmt.Errorf("superseding attempt %s: %w", e.Name(), err)
 		}
 		n++
@@ -241,19 +276,35 @@ func (d *Deliverer) Supersede(ctx context.Context, jobID, step, attempt string) 
 	return n, nil
 }
 
-func (d *Deliverer) stepLockPath(jobID, step string) string {
-	return filepath.Join(d.Root, StepKey(jobID, step)+".step.lock")
+// stepLockBuckets is how many lock files the steps of a worker home share.
+// Different steps in one bucket only wait on each other briefly.
+const stepLockBuckets = 64
+
+// stepLock takes the lock that orders a completion's check-and-send of a
+// step against the superseding of its attempts. The lock files live in
+// spool/.locks and are never removed: one per step would cost creating
+// and deleting a file per step, the dearest thing a short step does.
+func (d *Deliverer) stepLock(ctx context.Context, jobID, step string) (*filelock.Lock, error) {
+	h := fnv.New32a()
+	h.Write([]byte(StepKey(jobID, step)))
+	dir := filepath.Join(d.Root, lockDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return filelock.Wait(ctx, filepath.Join(dir, strconv.Itoa(int(h.Sum32()%stepLockBuckets))+".lock"), filelock.Options{})
 }
 
 // MarkCompletionSent records that the spool's completion reached the
 // server while its logs did not: only the logs are left to deliver.
 func MarkCompletionSent(dir string) error {
-	return atomicfile.Write(filepath.Join(dir, completionSentFile), nil, true)
+	return atomicfile.Write(filepath.Join(dir, completionSentFile), nil, atomicfile.Durable)
 }
 
 // SaveHandle records the runner's handle of the step's code in its spool.
+// Not synced: it serves a process that outlives the worker, and a power
+// loss leaves no such process.
 func SaveHandle(dir string, handle json.RawMessage) error {
-	return atomicfile.Write(filepath.Join(dir, handleFile), handle, true)
+	return atomicfile.Write(filepath.Join(dir, handleFile), handle, atomicfile.Volatile)
 }
 
 func (d *Deliverer) remove(sp *logstream.Spool) error {
@@ -278,6 +329,31 @@ func (d *Deliverer) keepStale(sp *logstream.Spool) error {
 	now := time.Now()
 	os.Chtimes(target, now, now)
 	return nil
+}
+
+// pruneEmpty removes spool directories that never got content (a process
+// that died between making the directory and its first file) and that no
+// live process holds.
+func (d *Deliverer) pruneEmpty() {
+	entries, err := os.ReadDir(d.Root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == staleDir || e.Name() == lockDir {
+			continue
+		}
+		dir := filepath.Join(d.Root, e.Name())
+		if exists(filepath.Join(dir, "meta.json")) {
+			continue
+		}
+		if l, err := filelock.TryLockDir(dir, false, filelock.Options{}); err == nil {
+			if !exists(filepath.Join(dir, "meta.json")) {
+				os.RemoveAll(dir)
+			}
+			l.Unlock()
+		}
+	}
 }
 
 // pruneStale removes stale spools kept for longer than MaxAge.

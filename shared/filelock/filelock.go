@@ -17,6 +17,7 @@ type Lock struct {
 	f      *os.File
 	path   string
 	remove bool
+	dir    bool
 }
 
 // Options shape a lock.
@@ -35,6 +36,37 @@ func TryLock(path string, o Options) (*Lock, error) {
 			return l, err
 		}
 	}
+}
+
+// TryLockDir takes the lock on the directory path itself, which needs no
+// lock file beside it (creating it, 0700, when create is set), or returns
+// ErrBusy at once; a missing directory gives an error matching
+// fs.ErrNotExist. With RemoveOnUnlock, Unlock removes the directory and
+// everything in it, while the lock is still held.
+func TryLockDir(path string, create bool, o Options) (*Lock, error) {
+	for {
+		if create {
+			if err := os.Mkdir(path, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+				return nil, fmt.Errorf("creating %s: %w", path, err)
+			}
+		}
+		l, err := tryDir(path, o)
+		if !errors.Is(err, errStale) {
+			return l, err
+		}
+		if !create {
+			// Removed by its holder: there is nothing left to lock.
+			return nil, fmt.Errorf("locking %s: %w", path, os.ErrNotExist)
+		}
+	}
+}
+
+func tryDir(path string, o Options) (*Lock, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	return lockOpen(f, path, o, true)
 }
 
 // Wait takes the lock on path, waiting while another process holds it,
@@ -71,6 +103,13 @@ func try(path string, o Options) (*Lock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening lock %s: %w", path, err)
 	}
+	return lockOpen(f, path, o, false)
+}
+
+// lockOpen flocks the open file f named path, and checks that path still
+// names it (the holder before us may have removed it).
+func lockOpen(f *os.File, path string, o Options, dir bool) (*Lock, error) {
+	var err error
 	for {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if !errors.Is(err, syscall.EINTR) {
@@ -95,7 +134,7 @@ func try(path string, o Options) (*Lock, error) {
 		f.Close()
 		return nil, errStale
 	}
-	return &Lock{f: f, path: path, remove: o.RemoveOnUnlock}, nil
+	return &Lock{f: f, path: path, remove: o.RemoveOnUnlock, dir: dir}, nil
 }
 
 // Unlock releases the lock (removing the file first when asked, while it
@@ -105,7 +144,9 @@ func (l *Lock) Unlock() {
 	if l == nil || l.f == nil {
 		return
 	}
-	if l.remove {
+	if l.remove && l.dir {
+		os.RemoveAll(l.path)
+	} else if l.remove {
 		os.Remove(l.path)
 	}
 	l.f.Close()

@@ -25,6 +25,11 @@ const (
 // holds them and the next run, or the supervisor, delivers them.
 const ExitNotDelivered = 75
 
+// SupervisorGoneSignal is what the kernel sends a child when its
+// supervisor dies (PR_SET_PDEATHSIG, set by Parent.Attach): the child then
+// keeps what only the supervisor knew (the step's handle) in its spool.
+const SupervisorGoneSignal = syscall.SIGUSR2
+
 // maxHandoff bounds what a child reads from its handoff pipe.
 const maxHandoff = 64 << 20
 
@@ -112,7 +117,13 @@ func NewParent() (*Parent, error) {
 
 // Attach gives cmd the child's ends as FD and EventsFD. Call Started
 // after cmd.Start, whether it failed or not.
-func (p *Parent) Attach(cmd *exec.Cmd) { cmd.ExtraFiles = []*os.File{p.handR, p.evW} }
+func (p *Parent) Attach(cmd *exec.Cmd) {
+	cmd.ExtraFiles = []*os.File{p.handR, p.evW}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = SupervisorGoneSignal
+}
 
 // Started closes the parent's copies of the child's ends: the event
 // reader then sees EOF when the child (and anything that inherited them)

@@ -126,7 +126,7 @@ func Create(root, key string, meta Meta) (*Spool, error) {
 	}
 	os.Remove(filepath.Join(dir, sentFile))
 	os.Remove(filepath.Join(dir, completionFile))
-	if err := atomicfile.Write(filepath.Join(dir, metaFile), data, true); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, metaFile), data, atomicfile.Volatile); err != nil {
 		return nil, fmt.Errorf("creating spool: %w", err)
 	}
 	f, err := os.OpenFile(filepath.Join(dir, logsFile), os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -478,14 +478,17 @@ func (s *Spool) ack(off int64) error {
 	s.mu.Unlock()
 	// Not synced: it is written per batch, and an offset lost or torn by a
 	// power cut only restarts delivery from 0 (duplicates, never loss).
-	return atomicfile.Write(filepath.Join(s.dir, sentFile), strconv.AppendInt(nil, off, 10), false)
+	return atomicfile.Write(filepath.Join(s.dir, sentFile), strconv.AppendInt(nil, off, 10), atomicfile.Volatile)
 }
 
 // SaveCompletion stores the step's completion body, so that a process
-// dying before it is delivered leaves it for the next one. It is synced:
-// after a power cut the file holds the whole body or does not exist.
+// dying before it is delivered leaves it for the next one. The file is
+// synced before it takes its name: after a power cut the name holds the
+// whole body or nothing (then the step is reported as having died), never
+// a torn body. (The directory is not synced: that would cost every step
+// another fsync to save a result only a power cut could lose.)
 func (s *Spool) SaveCompletion(body []byte) error {
-	if err := atomicfile.Write(filepath.Join(s.dir, completionFile), body, true); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, completionFile), body, atomicfile.Whole); err != nil {
 		return fmt.Errorf("saving completion: %w", err)
 	}
 	return nil
