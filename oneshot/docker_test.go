@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/stroem-worker/stroem-worker/oneshot"
+	"github.com/stroem-worker/stroem-worker/shared/delivery"
 	"github.com/stroem-worker/stroem-worker/shared/fakeserver"
 	"github.com/stroem-worker/stroem-worker/shared/runner"
 	"github.com/stroem-worker/stroem-worker/shared/runner/docker"
@@ -289,5 +290,48 @@ func TestDockerMissingImageAndBadHost(t *testing.T) {
 	st = d.step(job)
 	if st.Status != "failed" || !strings.HasPrefix(st.Error, "Failed to execute step: ") || !strings.Contains(st.Error, "cannot reach the Docker engine at unix://") {
 		t.Errorf("bad host: step = %s %q", st.Status, st.Error)
+	}
+}
+
+// TestDockerSweepAtStart: a container of this worker home whose step no
+// live process owns (a worker died before it could record the container)
+// is removed when a claim-and-run starts; one whose spool is locked by a
+// live process is not.
+func TestDockerSweepAtStart(t *testing.T) {
+	t.Parallel()
+	d := newDockerEnv(t, nil)
+	ctx := ctxT(t)
+	create := func(key string) string {
+		body := map[string]any{"Image": dockertest.ImageBusybox, "Cmd": []string{"sleep", "1000"},
+			"Labels":     map[string]string{docker.LabelHome: d.runner.Home, docker.LabelSpool: key},
+			"HostConfig": map[string]any{"NetworkMode": "none"}}
+		id, err := d.runner.Client.CreateContainer(ctx, "", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.runner.Client.Start(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	orphan := create("dead-step")
+	live := create("live-step")
+	deliverer := &delivery.Deliverer{Root: delivery.Root(d.cfg.WorkspaceDir)}
+	unlock, err := deliverer.Own("live-step")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if out, err := d.run(ctx, oneshot.Options{}); err != nil || out.Claimed {
+		t.Fatalf("Run() = %+v, %v; want no work", out, err)
+	}
+	if ids, _ := d.eng.ContainerIDs(ctx, docker.LabelSpool+"=dead-step"); len(ids) != 0 {
+		t.Errorf("the dead step's container %.12s is still there", orphan)
+	}
+	if ids, _ := d.eng.ContainerIDs(ctx, docker.LabelSpool+"=live-step"); len(ids) != 1 {
+		t.Errorf("the live step's container %.12s was removed", live)
+	}
+	if err := d.runner.Client.Remove(ctx, live); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -43,9 +43,15 @@ func (c *ClaimAndRunCmd) Run(ctx context.Context, g *Globals) error {
 		opts.HardDeadline = time.Now().Add(c.Deadline)
 	}
 	log := g.logger(cfg)
-	set, err := runners(ctx, cfg, log, !c.Handoff)
+	set, err := runners(cfg, log)
 	if err != nil {
 		return err
+	}
+	if !c.Handoff {
+		// A supervisor's child leaves that to its supervisor.
+		if err := checkRunners(ctx, cfg, set, log); err != nil {
+			return err
+		}
 	}
 	out, err := oneshot.Run(ctx, cfg, opts, oneshot.Deps{Logger: log, Version: version, Runners: set})
 	if err != nil {

@@ -46,8 +46,11 @@ func (c *LambdaCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	log := g.logger(cfg)
 	// One set for every invocation: a warm function keeps its clients.
-	set, err := runners(ctx, cfg, log, true)
+	set, err := runners(cfg, log)
 	if err != nil {
+		return err
+	}
+	if err := checkRunners(ctx, cfg, set, log); err != nil {
 		return err
 	}
 	rt := lambdaruntime.New(api)

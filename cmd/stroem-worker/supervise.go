@@ -24,8 +24,11 @@ func (c *SuperviseCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	log := g.logger(cfg)
-	set, err := runners(ctx, cfg, log, true)
+	set, err := runners(cfg, log)
 	if err != nil {
+		return err
+	}
+	if err := checkRunners(ctx, cfg, set, log); err != nil {
 		return err
 	}
 	// main's context ends on the first signal; the supervisor also needs
