@@ -14,6 +14,11 @@
 // separate sockets, data roots, exec roots and a containerd each, so their
 // containerd namespaces ("moby") cannot collide.
 //
+// The engine runs under a child subreaper of its own (docker-init, tini or
+// catatonit, when installed): the shims its runtime daemonizes are then
+// reparented to it, never to the test binary, which may be a subreaper
+// itself (the worker makes itself one, and sweeps its orphans).
+//
 // The engine speaks the Docker Engine API on Host() ("unix:///…"): pass it
 // to the Docker SDK with client.WithHost and WithAPIVersionNegotiation, or
 // use HTTPClient for plain HTTP. The harness itself uses plain net/http to
