@@ -20,9 +20,9 @@
 // itself (the worker makes itself one, and sweeps its orphans).
 //
 // The engine speaks the Docker Engine API on Host() ("unix:///…"): pass it
-// to the Docker SDK with client.WithHost and WithAPIVersionNegotiation, or
-// use HTTPClient for plain HTTP. The harness itself uses plain net/http to
-// stay small and free of the SDK's dependency tree.
+// to the runner's client (docker.NewClient) or a docker CLI (Env), or use
+// HTTPClient for plain HTTP. The harness itself uses plain net/http to
+// stay small and free of the Docker SDK's dependency tree.
 //
 // With STROEM_TEST_ENGINE=podman the same API is served by `podman system
 // service` instead (Appendix A of the container runners contract), when

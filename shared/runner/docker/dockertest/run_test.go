@@ -16,7 +16,7 @@ import (
 )
 
 // This file is a deliberately small Engine API client for the harness's
-// own tests and benchmarks: the runner itself will use the Docker SDK.
+// own tests and benchmarks; the runner has its own (docker.Client).
 
 type container struct {
 	Image      string
