@@ -34,6 +34,8 @@ func TestValidateRejects(t *testing.T) {
 		{"capabilities agent", map[string]string{"STROEM__CAPABILITIES": "agent"}, `"agent" is a Strøm capability this worker does not have`},
 		{"capabilities unknown", map[string]string{"STROEM__CAPABILITIES": "python"}, `unknown capability "python"; this worker knows script (old name: shell), docker and kubernetes`},
 		{"pull policy", map[string]string{"STROEM__DOCKER__PULL_POLICY": "sometimes"}, `docker.pull_policy (from env): "sometimes" is not one of if-not-present, always, never`},
+		{"docker host", map[string]string{"STROEM__DOCKER__HOST": "ssh://me@host"}, `docker.host (from env): "ssh://me@host" is not an engine address the Docker runner can use; want unix:///path/to/docker.sock or tcp://host:port`},
+		{"docker host path", map[string]string{"STROEM__DOCKER__HOST": "/var/run/docker.sock"}, `"/var/run/docker.sock" is not an engine address`},
 		{"tags with ability", map[string]string{"STROEM__TAGS": "gpu,docker"}, `tags (from env): "docker" is a capability, not a tag; move it to capabilities`},
 		{"tags with script", map[string]string{"STROEM__TAGS": "script"}, `"script" is a capability, not a tag`},
 		{"request_timeout 0", map[string]string{"STROEM__REQUEST_TIMEOUT_SECS": "0"}, "request_timeout_secs (from env): must be more than 0"},
