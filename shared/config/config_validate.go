@@ -100,15 +100,15 @@ func (c *Config) validate() []error {
 		}
 	}
 	oneOf("docker.pull_policy", c.DockerPullPolicy, "if-not-present", "always", "never")
+	for _, t := range c.Tags {
+		if slices.Contains([]string{"script", "docker", "kubernetes", "agent"}, t) {
+			bad("tags", "%q is a capability, not a tag; move it to capabilities", t)
+		}
+	}
 	if h := c.DockerHost; h != "" {
 		scheme, rest, _ := strings.Cut(h, "://")
 		if !slices.Contains([]string{"unix", "tcp", "http", "https"}, scheme) || rest == "" {
 			bad("docker.host", "%q is not an engine address the Docker runner can use; want unix:///path/to/docker.sock or tcp://host:port (ssh:// is not supported: forward the socket)", h)
-		}
-	}
-	for _, t := range c.Tags {
-		if slices.Contains([]string{"script", "docker", "kubernetes", "agent"}, t) {
-			bad("tags", "%q is a capability, not a tag; move it to capabilities", t)
 		}
 	}
 
