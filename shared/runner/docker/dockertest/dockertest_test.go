@@ -243,8 +243,14 @@ func TestStopLeavesNothing(t *testing.T) {
 	if err := start(t.Context(), eng, id); err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	if pids := pidsWith("sleep " + marker); len(pids) != 1 {
-		t.Errorf("processes running sleep %s = %v, want one", marker, pids)
+	// The start answer may come before the container's process has
+	// replaced runc's init (the engine does not wait for the exec): wait
+	// for it, as long as the test may run.
+	for pids := pidsWith("sleep " + marker); len(pids) != 1; pids = pidsWith("sleep " + marker) {
+		if d, ok := t.Deadline(); ok && time.Until(d) < 10*time.Second || len(pids) > 1 {
+			t.Fatalf("processes running sleep %s = %v, want one", marker, pids)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if mounts := mountsBelow(root); len(mounts) == 0 {
 		t.Errorf("no mounts below %s while a container runs; the leak check below would prove nothing", root)
