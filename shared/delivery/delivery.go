@@ -90,20 +90,15 @@ func (d *Deliverer) Lock(key string) (*filelock.Lock, error) {
 	return filelock.TryLockDir(filepath.Join(d.Root, key), true, filelock.Options{})
 }
 
-// Busy reports whether a live process holds the spool named key.
-func (d *Deliverer) Busy(key string) bool {
-	l, err := filelock.TryLockDir(filepath.Join(d.Root, key), false, filelock.Options{})
-	if err != nil {
-		return errors.Is(err, ErrBusy)
-	}
-	l.Unlock()
-	return false
-}
-
 // Own takes the lock of the spool named key, for a runner's sweep of
 // leftovers (runner.Sweeper): ErrBusy while a live process owns the step.
+// A spool that is gone belongs to no one (its step was delivered): the
+// leftover is the sweeper's.
 func (d *Deliverer) Own(key string) (unlock func(), err error) {
-	l, err := d.Lock(key)
+	l, err := filelock.TryLockDir(filepath.Join(d.Root, key), false, filelock.Options{})
+	if errors.Is(err, os.ErrNotExist) {
+		return func() {}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
