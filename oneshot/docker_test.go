@@ -320,11 +320,12 @@ func TestDockerSweepAtStart(t *testing.T) {
 	orphan := create("dead-step")
 	live := create("live-step")
 	deliverer := &delivery.Deliverer{Root: delivery.Root(d.cfg.WorkspaceDir)}
-	unlock, err := deliverer.Own("live-step")
+	// A live owner: it holds its step's spool lock, as runStep does.
+	lock, err := deliverer.Lock("live-step")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unlock()
+	defer lock.Unlock()
 	if out, err := d.run(ctx, oneshot.Options{}); err != nil || out.Claimed {
 		t.Fatalf("Run() = %+v, %v; want no work", out, err)
 	}
