@@ -74,6 +74,7 @@ type results struct {
 	idleClaims []float64
 	idleReqs   []float64
 	otherComm  map[string]bool
+	reqPerStep float64 // requests to the server per `true` step (whole run)
 }
 
 type cmpBench struct {
@@ -132,7 +133,7 @@ func compareMain() {
 
 	for _, w := range workers {
 		fmt.Fprintf(os.Stderr, "warm-up: %s\n", w.label)
-		b.stepsRun(ctx, w, 4, 8, "", false)
+		b.stepsRun(ctx, w, 4, 8, stepsOpts{})
 		w.version = b.registeredVersion(ctx, w)
 	}
 	perRound := func(r int) int { return pickups/rounds + btoi(r < pickups%rounds) }
@@ -144,7 +145,7 @@ func compareMain() {
 		fmt.Fprintf(os.Stderr, "round %d of %d (load average %s)\n", r+1, rounds, loadAvg())
 		for _, conc := range []int{1, 4} {
 			for _, w := range order {
-				b.stepsRun(ctx, w, conc, steps, "", true)
+				b.stepsRun(ctx, w, conc, steps, stepsOpts{keep: true})
 			}
 		}
 		for _, w := range order {
@@ -162,8 +163,13 @@ func compareMain() {
 		for _, w := range workers {
 			out, _ := filepath.Abs(filepath.Join(*cmpPerf, w.name+".perf.data"))
 			fmt.Fprintf(os.Stderr, "profile: %s, max_concurrent 4, under perf record (not in the table) -> %s\n", w.label, out)
-			b.stepsRun(ctx, w, 4, steps, out, false)
+			b.stepsRun(ctx, w, 4, steps, stepsOpts{perfOut: out})
 		}
+	}
+	for _, w := range workers {
+		n := min(steps, 100)
+		fmt.Fprintf(os.Stderr, "requests: %s, max_concurrent 4, %d steps through a counting proxy (not timed)\n", w.label, n)
+		b.stepsRun(ctx, w, 4, n, stepsOpts{countRequests: true})
 	}
 	load1 := loadAvg()
 	b.table(workers, steps, sleepSecs, srvVersion, load0, load1, time.Since(start))
@@ -233,8 +239,12 @@ func (b *cmpBench) ours() *workerKind {
 	if fi, err := os.Stat(bin); err == nil && fi.IsDir() {
 		src = bin
 		bin = filepath.Join(b.dir, "stroem-worker")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/stroem-worker")
+		// As scripts/deploy/docker-context.sh builds it (a static binary),
+		// keeping the symbols for perf: a plain `go build` links libc
+		// (cgo), and every child then pays the dynamic loader.
+		build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/stroem-worker")
 		build.Dir, build.Stderr = src, os.Stderr
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		check(build.Run())
 	}
 	bin, err := filepath.Abs(bin)
@@ -246,7 +256,7 @@ func (b *cmpBench) ours() *workerKind {
 	label := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
 	if src != "" {
 		if c, err := exec.Command("git", "-C", src, "log", "-1", "--format=%h %cs").Output(); err == nil {
-			label += ", built from commit " + strings.TrimSpace(string(c))
+			label += ", built (CGO_ENABLED=0 -trimpath) from commit " + strings.TrimSpace(string(c))
 			if st, _ := exec.Command("git", "-C", src, "status", "--porcelain", "--untracked-files=no").Output(); len(st) > 0 {
 				label += " plus uncommitted changes"
 			}
@@ -262,7 +272,11 @@ func (b *cmpBench) rust(bin string) *workerKind {
 	if fi, err := os.Stat(bin); err != nil || fi.Mode()&0o111 == 0 {
 		cmpFail("-rust %s: not an executable file", bin)
 	}
-	return &workerKind{label: "Rust worker", name: "bench-rust", bin: bin, ino: fileInode(bin),
+	label := "Rust worker"
+	if !strings.Contains(strings.ToLower(filepath.Base(bin)), "rust") {
+		label = "Second worker (" + filepath.Base(bin) + ")"
+	}
+	return &workerKind{label: label, name: "bench-rust", bin: bin, ino: fileInode(bin),
 		env: []string{"RUST_LOG=info"}, dir: filepath.Join(b.dir, "ws-rust")}
 }
 
@@ -434,16 +448,31 @@ func (b *cmpBench) ourWorkerIDs(ctx context.Context, w *workerKind) map[string]b
 	return ids
 }
 
+type stepsOpts struct {
+	keep          bool   // a measured run: into the table
+	perfOut       string // run the worker under perf record, writing here
+	countRequests bool   // through a counting proxy: requests per step
+}
+
 // stepsRun: n `true` jobs queued, the worker started, timed to the last
 // job completed (server timestamps), then stopped; CPU from exit records.
-func (b *cmpBench) stepsRun(ctx context.Context, w *workerKind, conc, n int, perfOut string, keep bool) {
+func (b *cmpBench) stepsRun(ctx context.Context, w *workerKind, conc, n int, o stepsOpts) {
 	ids := b.queue(ctx, n, *cmpNoop, nil)
+	serverURL := b.server
+	var proxy *countingProxy
+	if o.countRequests {
+		var err error
+		proxy, err = startCountingProxy(b.server)
+		check(err)
+		defer proxy.close()
+		serverURL = proxy.url
+	}
 	if c, err := b.api.counts(ctx); err == nil && (c.Pending != n || c.Running != 0) {
 		fmt.Fprintf(os.Stderr, "  warning: %d pending and %d running jobs on the server, %d of them ours\n", c.Pending, c.Running, n)
 	}
 	b.exits.record()
 	srv0, _ := namedTicks(b.srvProc)
-	r := b.start(w, conc, b.server, perfOut)
+	r := b.start(w, conc, serverURL, o.perfOut)
 	b.waitIdle(ctx, 20*time.Minute)
 	b.stop(r)
 	recs, lost := b.exits.take()
@@ -482,8 +511,20 @@ func (b *cmpBench) stepsRun(ctx context.Context, w *workerKind, conc, n int, per
 	srvMs := float64(srv1-srv0) * 10 / float64(n)
 	line := fmt.Sprintf("%s, max_concurrent %d, %d steps: %.1f steps/s (%.2f s); worker CPU %.1f ms/step (supervisor %.1f, %d other processes of its binary %.1f); not charged: %s; server (%d processes) %.1f ms/step",
 		w.label, conc, n, float64(n)/el.Seconds(), el.Seconds(), ms(split.worker()), ms(split.supervisor), split.nChildren, ms(split.children), strings.Join(others, ", "), nsrv, srvMs)
-	if perfOut != "" {
+	if o.perfOut != "" {
 		line += " [under perf]"
+	}
+	if proxy != nil {
+		total := 0
+		var routes []string
+		for k, v := range proxy.snapshot() {
+			total += v
+			routes = append(routes, fmt.Sprintf("%s %.2f", k, float64(v)/float64(n)))
+		}
+		slices.Sort(routes)
+		w.res.reqPerStep = float64(total) / float64(n)
+		line += fmt.Sprintf(" [through a counting proxy] requests per step: %.2f: %s", w.res.reqPerStep, strings.Join(routes, ", "))
+		b.logs = append(b.logs, line)
 	}
 	if lost > 0 {
 		line += fmt.Sprintf(" [taskstats overflowed %d times: CPU figures low]", lost)
@@ -492,7 +533,7 @@ func (b *cmpBench) stepsRun(ctx context.Context, w *workerKind, conc, n int, per
 	if bad > 0 || foreign > 0 {
 		cmpFail("%s: %d of %d jobs not completed, %d steps run by another worker", w.label, bad, n, foreign)
 	}
-	if !keep {
+	if !o.keep {
 		return
 	}
 	b.logs = append(b.logs, line)
@@ -770,6 +811,12 @@ func (b *cmpBench) table(workers []*workerKind, steps, sleepSecs int, srvVersion
 	row(fmt.Sprintf("Idle over %d s: CPU (%% of a core)", b.idle), func(r *results) string { return med(r.idleCPU, 3) })
 	row("Idle: PSS / RSS (MiB)", func(r *results) string { return med(r.idlePSS, 1) + " / " + med(r.idleRSS, 1) })
 	row(fmt.Sprintf("Idle: claims / all requests in %d s", b.idle), func(r *results) string { return med(r.idleClaims, 0) + " / " + med(r.idleReqs, 0) })
+	row("Requests to the server per `true` step (separate run through a counting proxy)", func(r *results) string {
+		if r.reqPerStep == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", r.reqPerStep)
+	})
 	fmt.Println()
 	fmt.Println("Runs:")
 	fmt.Println()

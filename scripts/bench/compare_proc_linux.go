@@ -58,25 +58,32 @@ func treeCPU(recs []exitRec, root int) []procCPU {
 		}
 		owner.cpu += r.cpu
 	}
-	var in []*procCPU
-	for _, p := range procs {
-		ok := int(p.tgid) == root
-		for _, q := range in {
-			if q.tgid == p.ppid && !q.start.After(p.start.Add(slack)) && !q.exit.Before(p.exit.Add(-slack)) {
-				ok = true
-				break
+	// Times are when records were read, so a child can look as if it
+	// started before its parent: add members until nothing changes.
+	in := map[*procCPU]bool{}
+	for changed := true; changed; {
+		changed = false
+		for _, p := range procs {
+			if in[p] {
+				continue
+			}
+			ok := int(p.tgid) == root || int(p.ppid) == root // root is alive while its children run, or has just exited
+			for q := range in {
+				if q.tgid == p.ppid && !q.start.After(p.start.Add(slack)) && !q.exit.Before(p.exit.Add(-slack)) {
+					ok = true
+					break
+				}
+			}
+			if ok {
+				in[p], changed = true, true
 			}
 		}
-		if int(p.ppid) == root {
-			ok = true // root is alive while its children run, or has just exited
-		}
-		if ok {
-			in = append(in, p)
-		}
 	}
-	out := make([]procCPU, len(in))
-	for i, p := range in {
-		out[i] = *p
+	var out []procCPU
+	for _, p := range procs {
+		if in[p] {
+			out = append(out, *p)
+		}
 	}
 	return out
 }

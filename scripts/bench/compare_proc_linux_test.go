@@ -16,8 +16,10 @@ func TestTreeCPUAndSplit(t *testing.T) {
 		return exitRec{pid: pid, tgid: tgid, ppid: ppid, comm: comm, exeIno: ino, start: at(start), exit: at(exit), cpu: time.Duration(cpuMs) * time.Millisecond}
 	}
 	recs := []exitRec{
-		// A step's sh (child of the worker's child 200) exits first.
-		rec(201, 201, 200, "sh", shIno, 10, 10.01, 1),
+		// A step's sh (child of the worker's child 200) exits first; read
+		// at once, while the child's records are read late, so the sh
+		// looks as if it started before the child.
+		rec(201, 201, 200, "sh", shIno, 9.7, 9.71, 1),
 		// The child: two threads, then its leader.
 		rec(202, 200, 100, "worker", workerIno, 9.9, 10.05, 3),
 		rec(200, 200, 100, "worker", workerIno, 9.8, 10.1, 10),
