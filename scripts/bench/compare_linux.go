@@ -74,7 +74,8 @@ type results struct {
 	idleClaims []float64
 	idleReqs   []float64
 	otherComm  map[string]bool
-	reqPerStep float64 // requests to the server per `true` step (whole run)
+	reqPerStep float64   // requests to the server per `true` step (whole run)
+	idleServer []float64 // server CPU (% of a core) while the worker idles
 }
 
 type cmpBench struct {
@@ -665,10 +666,13 @@ func (b *cmpBench) idleRun(ctx context.Context, w *workerKind) {
 	r := b.start(w, 4, p.url, "")
 	time.Sleep(10 * time.Second)
 	procs := workerProcs(r.root, w.ino)
+	srv0, _ := namedTicks(b.srvProc)
 	cpu0, c0, t0 := runtimeOf(procs), p.snapshot(), time.Now()
 	time.Sleep(time.Duration(b.idle) * time.Second)
 	procs = workerProcs(r.root, w.ino)
 	cpu1, c1, el := runtimeOf(procs), p.snapshot(), time.Since(t0)
+	srv1, _ := namedTicks(b.srvProc)
+	srvPct := float64(srv1-srv0) * 10 * float64(time.Millisecond) / float64(el) * 100
 	pss, rss := memKB(procs)
 	b.stop(r)
 	claims := c1["POST /worker/jobs/claim"] - c0["POST /worker/jobs/claim"]
@@ -682,7 +686,7 @@ func (b *cmpBench) idleRun(ctx context.Context, w *workerKind) {
 	}
 	slices.Sort(routes)
 	pct := float64(cpu1-cpu0) / float64(el) * 100
-	line := fmt.Sprintf("%s idle %d s: CPU %.3f%% of a core, PSS %.1f MiB, RSS %.1f MiB, %d processes; requests: %s", w.label, b.idle, pct, kib(pss), kib(rss), len(procs), strings.Join(routes, ", "))
+	line := fmt.Sprintf("%s idle %d s: CPU %.3f%% of a core, PSS %.1f MiB, RSS %.1f MiB, %d processes; requests: %s; server CPU meanwhile %.2f%% of a core", w.label, b.idle, pct, kib(pss), kib(rss), len(procs), strings.Join(routes, ", "), srvPct)
 	fmt.Fprintln(os.Stderr, "  "+line)
 	b.logs = append(b.logs, line)
 	w.res.idleCPU = append(w.res.idleCPU, pct)
@@ -690,6 +694,7 @@ func (b *cmpBench) idleRun(ctx context.Context, w *workerKind) {
 	w.res.idleRSS = append(w.res.idleRSS, kib(rss))
 	w.res.idleClaims = append(w.res.idleClaims, float64(claims))
 	w.res.idleReqs = append(w.res.idleReqs, float64(reqs))
+	w.res.idleServer = append(w.res.idleServer, srvPct)
 }
 
 func fsType(dir string) string {
@@ -811,6 +816,7 @@ func (b *cmpBench) table(workers []*workerKind, steps, sleepSecs int, srvVersion
 	row(fmt.Sprintf("Idle over %d s: CPU (%% of a core)", b.idle), func(r *results) string { return med(r.idleCPU, 3) })
 	row("Idle: PSS / RSS (MiB)", func(r *results) string { return med(r.idlePSS, 1) + " / " + med(r.idleRSS, 1) })
 	row(fmt.Sprintf("Idle: claims / all requests in %d s", b.idle), func(r *results) string { return med(r.idleClaims, 0) + " / " + med(r.idleReqs, 0) })
+	row("Idle: server CPU meanwhile (% of a core; its own background work included)", func(r *results) string { return med(r.idleServer, 1) })
 	row("Requests to the server per `true` step (separate run through a counting proxy)", func(r *results) string {
 		if r.reqPerStep == 0 {
 			return "-"
