@@ -55,6 +55,10 @@ func add(metric, value, baseline, target string) {
 
 func main() {
 	flag.Parse()
+	if *compare {
+		compareMain()
+		return
+	}
 	dir, err := os.MkdirTemp("", "stroem-bench-")
 	check(err)
 	defer os.RemoveAll(dir)
