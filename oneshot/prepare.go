@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/stroem-worker/stroem-worker/shared/api"
@@ -96,15 +97,19 @@ func (w *worker) prepare(ctx context.Context, s *stepRun) (stepResult, bool) {
 	if err := w.downloadState(ctx, step, dirs); err != nil {
 		return s.failure("Failed to download state: " + err.Error()), false
 	}
-	base, dirVars := s.runner.Environment(withoutSecrets(w.environ, w.cfg.WorkerToken), dirs)
+	worker := withoutSecrets(w.environ, w.cfg.WorkerToken)
+	base, dirVars := s.runner.Environment(step, worker, dirs)
 	env := stepEnv(base, spec, step, dirVars)
-	env, resolved, err := resolveRefs(ctx, env, pathLookup(env))
+	// vals runs on this host whatever runs the step: it gets the worker's
+	// environment (its backends' credentials, PATH) under the step's.
+	valsEnv := append(slices.Clip(worker), env...)
+	env, resolved, err := resolveRefs(ctx, env, valsEnv, pathLookup(valsEnv))
 	if err != nil {
 		return s.failure(err.Error()), false
 	}
 	s.redactor = redact.FromEnv(env, append(resolved, w.cfg.WorkerToken)...)
 	s.job = &runner.Job{Step: step, Spec: spec, Workspace: workDir, Env: env, Dirs: dirs,
-		WorkerID: s.workerID, Attempt: s.attempt, Signal: w.cfg.CancelSignal(), Grace: w.cfg.CancelGrace()}
+		WorkerID: s.workerID, Attempt: s.attempt, Key: s.key, Signal: w.cfg.CancelSignal(), Grace: w.cfg.CancelGrace()}
 	return stepResult{}, true
 }
 

@@ -17,10 +17,10 @@ import (
 const valsTimeout = 2 * time.Minute
 
 // resolveRefs replaces env values starting with "ref+" by what
-// `vals eval -f - -o json` makes of them (contract §14). It returns the
-// new environment and the resolved values (secrets, to be masked). With
-// no ref+ values, vals is not run at all.
-func resolveRefs(ctx context.Context, env []string, lookPath func(string) (string, error)) ([]string, []string, error) {
+// `vals eval -f - -o json` makes of them (contract §14), running vals with
+// runEnv. It returns the new environment and the resolved values
+// (secrets, to be masked). With no ref+ values, vals is not run at all.
+func resolveRefs(ctx context.Context, env, runEnv []string, lookPath func(string) (string, error)) ([]string, []string, error) {
 	refs := map[string]string{}
 	for _, kv := range env {
 		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(v, "ref+") {
@@ -38,7 +38,7 @@ func resolveRefs(ctx context.Context, env []string, lookPath func(string) (strin
 	ctx, cancel := context.WithTimeout(ctx, valsTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "eval", "-f", "-", "-o", "json")
-	cmd.Env = env
+	cmd.Env = runEnv
 	cmd.Stdin = bytes.NewReader(in)
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr

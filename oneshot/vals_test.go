@@ -22,7 +22,7 @@ func TestResolveRefs(t *testing.T) {
 	}
 	look := pathLookup([]string{"PATH=" + dir + ":" + os.Getenv("PATH")})
 	env := []string{"PATH=" + dir + ":/usr/bin:/bin", "A=plain", "B=ref+echo://db-password"}
-	got, secrets, err := resolveRefs(context.Background(), env, look)
+	got, secrets, err := resolveRefs(context.Background(), env, env, look)
 	if err != nil {
 		t.Fatalf("resolveRefs() = %v", err)
 	}
@@ -33,12 +33,23 @@ func TestResolveRefs(t *testing.T) {
 		t.Errorf("secrets (-want +got):\n%s", diff)
 	}
 
+	// A container step's environment has no PATH of the host's: vals runs
+	// with the worker's environment under it.
+	bare := []string{"B=ref+echo://token-x"}
+	got, _, err = resolveRefs(context.Background(), bare, append([]string{"PATH=" + dir + ":/usr/bin:/bin"}, bare...), look)
+	if err != nil {
+		t.Fatalf("resolveRefs() without PATH in the step env = %v", err)
+	}
+	if diff := cmp.Diff([]string{"B=token-x-resolved"}, got); diff != "" {
+		t.Errorf("container env (-want +got):\n%s", diff)
+	}
+
 	// No ref+ values: vals is not needed.
-	if _, _, err := resolveRefs(context.Background(), []string{"A=1"}, func(string) (string, error) { return "", exec.ErrNotFound }); err != nil {
+	if _, _, err := resolveRefs(context.Background(), []string{"A=1"}, nil, func(string) (string, error) { return "", exec.ErrNotFound }); err != nil {
 		t.Errorf("resolveRefs() without refs = %v, want nil", err)
 	}
 	// Missing vals: a clear error.
-	_, _, err = resolveRefs(context.Background(), []string{"A=ref+x"}, func(string) (string, error) { return "", exec.ErrNotFound })
+	_, _, err = resolveRefs(context.Background(), []string{"A=ref+x"}, nil, func(string) (string, error) { return "", exec.ErrNotFound })
 	if err == nil || !strings.Contains(err.Error(), "vals binary was not found") {
 		t.Errorf("resolveRefs() without vals = %v, want a clear error", err)
 	}

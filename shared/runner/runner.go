@@ -42,6 +42,10 @@ type Job struct {
 	Dirs Dirs
 	// WorkerID and Attempt identify the claim, for labels and names.
 	WorkerID, Attempt string
+	// Key names the step's spool (delivery.Key): whoever holds its lock
+	// owns the step, so a container labelled with it whose spool nobody
+	// holds is a leftover of a dead worker.
+	Key string
 	// Signal and Grace are how a stop is asked for: Signal first, then
 	// Grace for everything the step started to end, then SIGKILL.
 	Signal syscall.Signal
@@ -76,8 +80,9 @@ type Exit struct {
 type Runner interface {
 	// Environment returns what a step's environment is built on (the
 	// worker's own for a local process, nothing for a container) and the
-	// variables that name its directories as the step sees them.
-	Environment(worker []string, d Dirs) (base []string, dirVars map[string]string)
+	// variables that name its directories as the step sees them (a
+	// container action without the workspace gets no state directories).
+	Environment(step *api.Step, worker []string, d Dirs) (base []string, dirVars map[string]string)
 	// Run runs the step and returns once it has ended and its output is
 	// drained. When ctx ends, the step is stopped (Job.Signal, Job.Grace,
 	// then killed) and Run returns once it is gone. An error means the

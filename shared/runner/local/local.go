@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stroem-worker/stroem-worker/shared/api"
 	"github.com/stroem-worker/stroem-worker/shared/logstream"
 	"github.com/stroem-worker/stroem-worker/shared/process"
 	"github.com/stroem-worker/stroem-worker/shared/runner"
@@ -36,7 +37,7 @@ var _ runner.Runner = (*Runner)(nil)
 // Environment: a local step inherits the worker's environment (the caller
 // has removed the worker's secrets) and sees its directories where they
 // are.
-func (r *Runner) Environment(worker []string, d runner.Dirs) ([]string, map[string]string) {
+func (r *Runner) Environment(_ *api.Step, worker []string, d runner.Dirs) ([]string, map[string]string) {
 	return worker, map[string]string{
 		"ARTIFACTS_DIR": d.Artifacts,
 		"STATE_DIR":     d.State, "STATE_OUT_DIR": d.StateOut,
