@@ -190,6 +190,7 @@ func (w *worker) run(ctx context.Context, opts Options) (Outcome, error) {
 		if err := w.deliverPending(ctx); err != nil {
 			return Outcome{}, err
 		}
+		w.sweep(ctx)
 		h = &handoff.Handoff{WorkerID: opts.WorkerID, Attempt: delivery.NewAttempt()}
 	}
 	id, fresh, err := w.identity(ctx, h.WorkerID)
@@ -249,6 +250,20 @@ func (w *worker) deliverPending(ctx context.Context) error {
 		w.log.Info("delivered results left by earlier runs", "steps", n)
 	}
 	return err
+}
+
+// sweep removes what dead workers of this home left running (pods,
+// containers) whose steps nobody owns any more; a failure is logged only.
+func (w *worker) sweep(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.RequestTimeout()*2)
+	defer cancel()
+	n, err := w.runners.Sweep(ctx, w.deliverer.Own)
+	if err != nil && ctx.Err() == nil {
+		w.log.Warn("sweeping what dead workers left running", "error", err.Error())
+	}
+	if n > 0 {
+		w.log.Info("removed what dead workers left running", "count", n)
+	}
 }
 
 // beat sends one heartbeat; a failure is logged only: the step goes on,

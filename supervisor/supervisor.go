@@ -185,6 +185,15 @@ func (s *supervisor) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Then what dead workers of this home left running (pods, containers)
+	// whose steps nobody owns; a failure only logs.
+	sctx, cancelSweep := context.WithTimeout(ctx, 2*s.cfg.RequestTimeout())
+	if n, err := s.deps.Runners.Sweep(sctx, s.deliverer.Own); err != nil && sctx.Err() == nil {
+		s.log.Warn("sweeping what dead workers left running", "error", err.Error())
+	} else if n > 0 {
+		s.log.Info("removed what dead workers left running", "count", n)
+	}
+	cancelSweep()
 	wg.Go(func() { s.heartbeatLoop(bg) })
 	if s.deps.Ready != nil {
 		s.deps.Ready(s.id(), listenAddr)

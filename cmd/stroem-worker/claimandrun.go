@@ -43,7 +43,11 @@ func (c *ClaimAndRunCmd) Run(ctx context.Context, g *Globals) error {
 		opts.HardDeadline = time.Now().Add(c.Deadline)
 	}
 	log := g.logger(cfg)
-	out, err := oneshot.Run(ctx, cfg, opts, oneshot.Deps{Logger: log, Version: version})
+	set, err := runners(cfg, log)
+	if err != nil {
+		return err
+	}
+	out, err := oneshot.Run(ctx, cfg, opts, oneshot.Deps{Logger: log, Version: version, Runners: set})
 	if err != nil {
 		return err
 	}

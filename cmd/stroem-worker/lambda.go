@@ -43,6 +43,11 @@ func (c *LambdaCmd) Run(ctx context.Context, g *Globals) error {
 		cfg.WorkspaceDir = "/tmp/stroem-worker"
 	}
 	log := g.logger(cfg)
+	// One set for every invocation: a warm function keeps its clients.
+	set, err := runners(cfg, log)
+	if err != nil {
+		return err
+	}
 	handler := func(ictx context.Context, _ json.RawMessage) (LambdaResult, error) {
 		opts := oneshot.Options{Wait: c.Wait, DeadlineMessage: "Lambda deadline reached", Reserve: c.Reserve}
 		if d, ok := ictx.Deadline(); ok {
@@ -54,7 +59,7 @@ func (c *LambdaCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		// Everything is delivered before the handler returns: once it
 		// does, Lambda may freeze the process.
-		out, err := oneshot.Run(context.WithoutCancel(ictx), cfg, opts, oneshot.Deps{Logger: log, Version: version})
+		out, err := oneshot.Run(context.WithoutCancel(ictx), cfg, opts, oneshot.Deps{Logger: log, Version: version, Runners: set})
 		res := LambdaResult{Claimed: out.Claimed, JobID: out.JobID, StepName: out.StepName,
 			ExitCode: out.ExitCode, Error: out.Error, Delivered: out.Delivered}
 		return res, err

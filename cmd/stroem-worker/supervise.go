@@ -28,8 +28,14 @@ func (c *SuperviseCmd) Run(ctx context.Context, g *Globals) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	log := g.logger(cfg)
+	set, err := runners(cfg, log)
+	if err != nil {
+		return err
+	}
 	return supervisor.Run(ctx, cfg, supervisor.Deps{
-		Logger:      g.logger(cfg),
+		Logger:      log,
+		Runners:     set,
 		ChildStderr: os.Stderr,
 		Signals:     sigs,
 		Version:     version,

@@ -80,6 +80,16 @@ func (d *Deliverer) Lock(key string) (*filelock.Lock, error) {
 	return filelock.TryLock(filepath.Join(d.Root, key+".lock"), filelock.Options{RemoveOnUnlock: true})
 }
 
+// Own takes the lock of the spool named key, for a runner's sweep of
+// leftovers (runner.Sweeper): ErrBusy while a live process owns the step.
+func (d *Deliverer) Own(key string) (unlock func(), err error) {
+	l, err := d.Lock(key)
+	if err != nil {
+		return nil, err
+	}
+	return func() { l.Unlock() }, nil
+}
+
 // Pending delivers every spool that no live process owns, oldest first,
 // and returns how many it delivered. Token rejection stops it (the
 // error); other failures leave the spool for the next try and only log.

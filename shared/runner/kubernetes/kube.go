@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"sync"
 	"time"
 
@@ -175,9 +174,19 @@ func (r *Runner) remove(ctx context.Context, c *client, ns, pod, secret string, 
 	return found, errors.Join(errs...)
 }
 
-// spoolKey is what delivery.Key makes: a pod's annotation is checked
-// before it names a lock file.
-var spoolKey = regexp.MustCompile(`^[A-Za-z0-9_-]{1,400}$`)
+// spoolKey reports whether s can be what delivery.Key makes: a pod's
+// annotation is checked before it names a lock file.
+func spoolKey(s string) bool {
+	if s == "" || len(s) > 400 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Sweep deletes the pods of this worker home whose step nobody owns any
 // more: lock takes the lock of a step's spool (delivery's Deliverer.Lock)
@@ -204,7 +213,7 @@ func (r *Runner) Sweep(ctx context.Context, lock func(key string) (unlock func()
 	for i := range list.Items {
 		p := &list.Items[i]
 		key := p.Annotations[AnnotationSpool]
-		if !spoolKey.MatchString(key) {
+		if !spoolKey(key) {
 			continue
 		}
 		unlock, err := lock(key)
