@@ -48,8 +48,8 @@ func runChild() int {
 		return 2
 	}
 	r := &kube.Runner{Config: rc, Namespace: os.Getenv(childNamespace), ServerURL: cfg.ServerURL,
-		WorkerToken: cfg.WorkerToken, Home: os.Getenv(childHome), Log: testLogger()}
-	_, err = oneshot.Run(ctx, cfg, oneshot.Options{}, oneshot.Deps{Logger: testLogger(),
+		WorkerToken: cfg.WorkerToken, Home: os.Getenv(childHome)}
+	_, err = oneshot.Run(ctx, cfg, oneshot.Options{}, oneshot.Deps{
 		Runners: runner.Set{runner.Local: &local.Runner{}, runner.Kubernetes: r}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
