@@ -10,3 +10,6 @@ func SetLimits(r *Runner, backoff, pending time.Duration) {
 
 // PodName is podName, for tests.
 var PodName = podName
+
+// SetMaxFailures sets how many API failures in a row the runner takes.
+func SetMaxFailures(r *Runner, n int) { r.failures = n }

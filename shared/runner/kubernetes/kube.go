@@ -75,6 +75,8 @@ type Runner struct {
 	// backoffLimit and pendingLimit replace BackoffLimit and PendingLimit
 	// when set (tests).
 	backoffLimit, pendingLimit time.Duration
+	// failures replaces maxFailures when set (tests).
+	failures int
 
 	mu sync.Mutex
 	c  *client
@@ -242,6 +244,13 @@ func stopGrace(d time.Duration) *int64 {
 		s = 1
 	}
 	return &s
+}
+
+func (r *Runner) maxFailures() int {
+	if r.failures > 0 {
+		return r.failures
+	}
+	return maxFailures
 }
 
 // podGone reports whether a pod is deleted (or being deleted).

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -49,7 +48,11 @@ type kenv struct {
 
 func newKEnv(t *testing.T, kopts kubetest.KubeletOptions) *kenv {
 	t.Helper()
-	s := kubetest.Start(t)
+	return newKEnvOn(t, kubetest.Start(t), kopts)
+}
+
+func newKEnvOn(t *testing.T, s *kubetest.Server, kopts kubetest.KubeletOptions) *kenv {
+	t.Helper()
 	ns := s.Namespace(t)
 	kopts.Namespace = ns
 	k := kubetest.NewKubelet(t, s, kopts)
@@ -236,5 +239,3 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
-
-var _ = strings.Contains

@@ -97,7 +97,7 @@ func (f *follower) run(ctx context.Context) {
 				s.out.Line(runner.Stderr, []byte("Failed to retrieve logs: "+err.Error()))
 				reported = true
 			}
-			if failures >= maxFailures || !sleep(ctx, backoffDelay(failures)) {
+			if failures >= s.r.maxFailures() || !sleep(ctx, backoffDelay(failures)) {
 				return
 			}
 			continue
@@ -138,7 +138,7 @@ func (f *follower) run(ctx context.Context) {
 			}
 			failures++
 		}
-		if failures >= maxFailures {
+		if failures >= s.r.maxFailures() {
 			s.out.Line(runner.Stderr, []byte(fmt.Sprintf("Failed to retrieve logs: giving up after %d attempts", failures)))
 			return
 		}

@@ -360,7 +360,7 @@ func (s *podRun) watch(ctx context.Context, events chan<- event) {
 	retry := func(err error) bool {
 		failures++
 		last = err
-		if failures >= maxFailures {
+		if failures >= s.r.maxFailures() {
 			send(event{err: last})
 			return false
 		}
