@@ -62,18 +62,23 @@ func (r *Runner) Run(ctx context.Context, job *runner.Job, out runner.Output) (r
 	// their answer says what there is to delete.
 	bg := context.WithoutCancel(ctx)
 	grace := stopGrace(job.Grace)
-	deleted := false
+	// What is ours to delete at the end: both, unless a create found the
+	// name taken (someone else's) or a stop already deleted the pod.
+	ownPod, ownSecret := true, secret != ""
 	defer func() {
-		if deleted && secret == "" {
+		p, sec := name, secret
+		if !ownPod {
+			p = ""
+		}
+		if !ownSecret {
+			sec = ""
+		}
+		if p == "" && sec == "" {
 			return
 		}
 		dctx, cancel := context.WithTimeout(bg, callTimeout)
 		defer cancel()
-		p := name
-		if deleted {
-			p = ""
-		}
-		if _, err := r.remove(dctx, c, ns, p, secret, grace); err != nil {
+		if _, err := r.remove(dctx, c, ns, p, sec, grace); err != nil {
 			log.Error("deleting the step's pod", "error", err.Error())
 		}
 	}()
@@ -88,6 +93,9 @@ func (r *Runner) Run(ctx context.Context, job *runner.Job, out runner.Output) (r
 		})
 		cancel()
 		if err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				ownPod, ownSecret = false, false
+			}
 			return runner.Exit{}, fmt.Errorf("Failed to create pod: creating its secret: %w", err)
 		}
 	}
@@ -96,9 +104,9 @@ func (r *Runner) Run(ctx context.Context, job *runner.Job, out runner.Output) (r
 	cancel()
 	if err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			// Ours from a create whose answer was lost would have the same
-			// name; anything else must not be deleted by us.
-			deleted = true
+			// Names are unique per attempt: the pod of that name is not
+			// one this call made.
+			ownPod = false
 		}
 		return runner.Exit{}, fmt.Errorf("Failed to create pod: %w", err)
 	}
@@ -114,7 +122,7 @@ func (r *Runner) Run(ctx context.Context, job *runner.Job, out runner.Output) (r
 	s := &podRun{r: r, c: c, job: job, out: out, log: log, ns: ns, name: name, rv: created.ResourceVersion}
 	exit, err := s.follow(ctx, created)
 	if s.stopped {
-		deleted = true // and waited for; the Secret is still to go
+		ownPod = false // deleted and waited for; the Secret is still to go
 	}
 	return exit, err
 }
