@@ -195,7 +195,7 @@ func (l language) toolchains() []toolchain {
 	return []toolchain{{"bash", ""}, {"sh", ""}}
 }
 
-// shellQuote single-quotes s for sh, '\'' for each quote inside.
+// shellQuote single-quotes s for sh, '\” for each quote inside.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
