@@ -14,6 +14,7 @@ import (
 	"github.com/stroem-worker/stroem-worker/shared/fakeserver"
 	kube "github.com/stroem-worker/stroem-worker/shared/runner/kubernetes"
 	"github.com/stroem-worker/stroem-worker/shared/runner/kubernetes/kubetest"
+	"github.com/stroem-worker/stroem-worker/supervisor"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -261,5 +262,34 @@ func TestSweepSkipsLiveSteps(t *testing.T) {
 	}
 	if _, err := e.s.Client().CoreV1().Pods(e.ns).Get(ctx, dead, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("dead step's pod: %v, want deleted", err)
+	}
+}
+
+// TestSuperviseSweepsAtStart: supervise deletes its home's leftovers
+// before it is ready to claim.
+func TestSuperviseSweepsAtStart(t *testing.T) {
+	t.Parallel()
+	e := newKEnv(t, kubetest.KubeletOptions{})
+	ctx := ctxT(t)
+	left := leftover(t, ctx, e, "left", e.r.Home, "x0-left")
+	sctx, stop := context.WithCancel(ctx)
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- supervisor.Run(sctx, e.cfg, supervisor.Deps{Logger: testLogger(), Runners: e.runners(),
+			Ready: func(string, string) { close(ready) }})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("supervise ended: %v", err)
+	}
+	_, err := e.s.Client().CoreV1().Pods(e.ns).Get(ctx, left, metav1.GetOptions{})
+	stop()
+	if err := <-done; err != nil {
+		t.Errorf("supervise: %v", err)
+	}
+	if !apierrors.IsNotFound(err) {
+		t.Errorf("leftover pod once supervise is ready: %v, want deleted", err)
 	}
 }
