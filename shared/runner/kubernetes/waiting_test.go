@@ -17,23 +17,27 @@ import (
 func TestWaitingRules(t *testing.T) {
 	t.Parallel()
 	e := newKEnv(t, kubetest.KubeletOptions{AutoBind: true})
-	kube.SetLimits(e.r, 500*time.Millisecond, 1500*time.Millisecond)
+	// Each case has the limit it tests short and the other long, so that
+	// a slow machine cannot make the other fire first.
+	const long = time.Hour
 	tests := []struct {
-		name   string
-		states map[string]corev1.ContainerState // nil: the pod is left Pending
-		want   string
+		name             string
+		backoff, pending time.Duration
+		states           map[string]corev1.ContainerState // nil: the pod is left Pending
+		want             string
 	}{
-		{"fail fast", map[string]corev1.ContainerState{"step": kubetest.Waiting("InvalidImageName", `couldn't parse image name "UPPER"`)},
+		{"fail fast", long, long, map[string]corev1.ContainerState{"step": kubetest.Waiting("InvalidImageName", `couldn't parse image name "UPPER"`)},
 			`Container error: InvalidImageName — couldn't parse image name "UPPER"`},
-		{"config error without message", map[string]corev1.ContainerState{"step": kubetest.Waiting("CreateContainerConfigError", "")},
+		{"config error without message", long, long, map[string]corev1.ContainerState{"step": kubetest.Waiting("CreateContainerConfigError", "")},
 			"Container error: CreateContainerConfigError — Container step waiting: CreateContainerConfigError"},
-		{"init image pull back-off", map[string]corev1.ContainerState{"workspace-init": kubetest.Waiting("ImagePullBackOff", "Back-off pulling image")},
+		{"init image pull back-off", 500 * time.Millisecond, long, map[string]corev1.ContainerState{"workspace-init": kubetest.Waiting("ImagePullBackOff", "Back-off pulling image")},
 			"Container error: ImagePullBackOff after 0s — Back-off pulling image"},
-		{"pending", nil, "Pod stuck in Pending state for 0s (check events for details: missing volumes, unschedulable, etc.)"},
+		{"pending", long, 1500 * time.Millisecond, nil, "Pod stuck in Pending state for 0s (check events for details: missing volumes, unschedulable, etc.)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := ctxT(t)
+			kube.SetLimits(e.r, tt.backoff, tt.pending)
 			job := e.script("s", map[string]any{"script": "true"}, 0)
 			done := e.start(ctx)
 			p := e.waitPod(ctx, job)
