@@ -11,8 +11,8 @@
 // overrides checked and merged by the reference worker's rules), with
 // what it gets wrong fixed: label values are sanitized (raw names in
 // annotations); the name is unique per attempt; the init container
-// fetches the claimed revision and reads the worker token from a Secret
-// of the pod's own, not from the pod spec; the step's end is its `step`
+// fetches the claimed revision, and the worker token and the step's
+// environment are in a Secret of the pod's own, not in the pod spec; the step's end is its `step`
 // container's, not the pod's phase, so a sidecar cannot hold it; the pod
 // gets activeDeadlineSeconds from the step timeout; it is deleted on every
 // path, a stop deletes it with the job's grace and returns once it is

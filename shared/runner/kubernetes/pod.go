@@ -35,7 +35,7 @@ const (
 	AnnotationTask  = "stroem.io/task"
 	AnnotationStep  = "stroem.io/step"
 	AnnotationSpool = "stroem.io/spool"
-	// AnnotationSecret names the pod's Secret, when it has one.
+	// AnnotationSecret names the pod's Secret.
 	AnnotationSecret = "stroem.io/secret"
 )
 
@@ -142,9 +142,18 @@ func (r *Runner) buildPod(in podInput) (*corev1.Pod, error) {
 		Args:       cmd,
 		WorkingDir: runner.ContainerWorkdir(job.Step, job.Spec),
 	}
+	// Values come from the pod's Secret: a step's environment holds
+	// secrets (resolved ref+ values, tokens of the action), and whoever
+	// may read pods must not read them.
 	for _, kv := range job.Env {
 		k, v, _ := strings.Cut(kv, "=")
-		step.Env = append(step.Env, corev1.EnvVar{Name: k, Value: v})
+		if key, ok := envKey(k); ok {
+			step.Env = append(step.Env, corev1.EnvVar{Name: k, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: in.name}, Key: key,
+			}}})
+		} else {
+			step.Env = append(step.Env, corev1.EnvVar{Name: k, Value: v})
+		}
 	}
 	if err := resources(&step, job.Spec.Resources.CPU, job.Spec.Resources.Memory); err != nil {
 		return nil, err
@@ -156,6 +165,7 @@ func (r *Runner) buildPod(in podInput) (*corev1.Pod, error) {
 			Labels: r.labels(job),
 			Annotations: map[string]string{
 				AnnotationStep: job.Step.StepName, AnnotationTask: job.Step.TaskName, AnnotationSpool: job.Key,
+				AnnotationSecret: in.name,
 			},
 		},
 		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever},
@@ -173,7 +183,6 @@ func (r *Runner) buildPod(in podInput) (*corev1.Pod, error) {
 		mount("state-out-vol", runner.ContainerStateOut, false)
 		mount("global-state-vol", runner.ContainerGlobalState, true)
 		mount("global-state-out-vol", runner.ContainerGlobalStateOut, false)
-		pod.Annotations[AnnotationSecret] = in.name
 		pod.Spec.InitContainers = []corev1.Container{{
 			Name:    initContainer,
 			Image:   in.initImage,
@@ -203,6 +212,15 @@ func (r *Runner) buildPod(in podInput) (*corev1.Pod, error) {
 	if err != nil {
 		return nil, err
 	}
+	// An override's env value merged into one of ours replaces it, as
+	// it would replace a plain value.
+	for i := range out.Spec.Containers {
+		for j := range out.Spec.Containers[i].Env {
+			if ev := &out.Spec.Containers[i].Env[j]; ev.Value != "" && ev.ValueFrom != nil {
+				ev.ValueFrom = nil
+			}
+		}
+	}
 	// What the runner finds its pod by stays the runner's; the namespace
 	// may be overridden, as with the reference worker.
 	out.Name = pod.Name
@@ -218,6 +236,37 @@ func (r *Runner) buildPod(in podInput) (*corev1.Pod, error) {
 	maps.Copy(out.Labels, pod.Labels)
 	maps.Copy(out.Annotations, pod.Annotations)
 	return out, nil
+}
+
+// envKey is the key of a variable's value in the pod's Secret, when the
+// name can be one (a Secret key is [-._a-zA-Z0-9]+); other variables
+// keep their value in the pod spec.
+func envKey(name string) (string, bool) {
+	if name == "" || len(name) > 200 {
+		return "", false
+	}
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return "", false
+		}
+	}
+	return "env." + name, true
+}
+
+// secretData is what the pod's Secret holds: the step's environment and,
+// for the workspace download, the worker token.
+func secretData(job *runner.Job, token string) map[string]string {
+	data := map[string]string{}
+	for _, kv := range job.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		if key, ok := envKey(k); ok {
+			data[key] = v
+		}
+	}
+	if runner.WithWorkspace(job.Step) {
+		data[tokenKey] = token
+	}
+	return data
 }
 
 // resources sets the action's cpu and memory as requests.

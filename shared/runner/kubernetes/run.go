@@ -23,8 +23,8 @@ var (
 	backoff  = []string{"ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "RegistryUnavailable"}
 )
 
-// Run creates the step's pod (and the Secret holding the worker token
-// for its init container), follows it until the step container has
+// Run creates the step's pod (and the Secret holding its environment and
+// the worker token for its init container), follows it until the step container has
 // terminated, streams its log, and deletes both on every path.
 func (r *Runner) Run(ctx context.Context, job *runner.Job, out runner.Output) (runner.Exit, error) {
 	c, ns, err := r.client()
@@ -50,10 +50,7 @@ func (r *Runner) Run(ctx context.Context, job *runner.Job, out runner.Output) (r
 		return runner.Exit{}, err
 	}
 	ns = pod.Namespace
-	secret := ""
-	if withWS {
-		secret = name
-	}
+	secret := name
 	log := r.log().With("namespace", ns, "pod", name)
 	h, _ := json.Marshal(handle{Kind: runner.Kubernetes, Namespace: ns, Pod: name, Secret: secret})
 	out.Started(h)
@@ -64,7 +61,7 @@ func (r *Runner) Run(ctx context.Context, job *runner.Job, out runner.Output) (r
 	grace := stopGrace(job.Grace)
 	// What is ours to delete at the end: both, unless a create found the
 	// name taken (someone else's) or a stop already deleted the pod.
-	ownPod, ownSecret := true, secret != ""
+	ownPod, ownSecret := true, true
 	defer func() {
 		p, sec := name, secret
 		if !ownPod {
@@ -83,23 +80,21 @@ func (r *Runner) Run(ctx context.Context, job *runner.Job, out runner.Output) (r
 		}
 	}()
 
-	if withWS {
-		cctx, cancel := context.WithTimeout(bg, callTimeout)
-		_, err := c.createSecret(cctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: ns, Labels: pod.Labels,
-				Annotations: map[string]string{AnnotationSpool: job.Key}},
-			Type:       corev1.SecretTypeOpaque,
-			StringData: map[string]string{tokenKey: r.WorkerToken},
-		})
-		cancel()
-		if err != nil {
-			if apierrors.IsAlreadyExists(err) {
-				ownPod, ownSecret = false, false
-			}
-			return runner.Exit{}, fmt.Errorf("Failed to create pod: creating its secret: %w", err)
-		}
-	}
 	cctx, cancel := context.WithTimeout(bg, callTimeout)
+	_, err = c.createSecret(cctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: ns, Labels: pod.Labels,
+			Annotations: map[string]string{AnnotationSpool: job.Key}},
+		Type:       corev1.SecretTypeOpaque,
+		StringData: secretData(job, r.WorkerToken),
+	})
+	cancel()
+	if err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			ownPod, ownSecret = false, false
+		}
+		return runner.Exit{}, fmt.Errorf("Failed to create pod: creating its secret: %w", err)
+	}
+	cctx, cancel = context.WithTimeout(bg, callTimeout)
 	created, err := c.createPod(cctx, pod)
 	cancel()
 	if err != nil {
@@ -111,13 +106,11 @@ func (r *Runner) Run(ctx context.Context, job *runner.Job, out runner.Output) (r
 		return runner.Exit{}, fmt.Errorf("Failed to create pod: %w", err)
 	}
 	log.Info("pod created", "image", in.image)
-	if withWS {
-		cctx, cancel := context.WithTimeout(bg, callTimeout)
-		if err := c.ownSecret(cctx, ns, secret, created); err != nil {
-			log.Warn("making the pod own its secret; the worker still deletes it", "error", err.Error())
-		}
-		cancel()
+	cctx, cancel = context.WithTimeout(bg, callTimeout)
+	if err := c.ownSecret(cctx, ns, secret, created); err != nil {
+		log.Warn("making the pod own its secret; the worker still deletes it", "error", err.Error())
 	}
+	cancel()
 
 	s := &podRun{r: r, c: c, job: job, out: out, log: log, ns: ns, name: name, rv: created.ResourceVersion}
 	exit, err := s.follow(ctx, created)

@@ -21,7 +21,7 @@ func TestScriptStep(t *testing.T) {
 	t.Parallel()
 	e := newKEnv(t, kubetest.KubeletOptions{AutoBind: true})
 	ctx := ctxT(t)
-	job := e.script("deploy[0]", map[string]any{"script": "echo hi", "env": map[string]any{"GREETING": "hej"},
+	job := e.script("deploy[0]", map[string]any{"script": "echo hi", "env": map[string]any{"GREETING": "hej", "API_PASSWORD": "s3cr3t-value-123"},
 		"resources": map[string]any{"cpu": "250m", "memory": "64Mi"}}, 120)
 	done := e.start(ctx)
 	p := e.waitPod(ctx, job)
@@ -39,10 +39,11 @@ func TestScriptStep(t *testing.T) {
 	if !strings.HasPrefix(p.Name, "stroem-"+job[:8]+"-build-deploy-0-") {
 		t.Errorf("pod name %q, want stroem-<job8>-build-deploy-0-<suffix>", p.Name)
 	}
-	// The token is nowhere in the pod: a Secret of its own, owned by it.
+	// The token and the step's environment are nowhere in the pod: they
+	// are in a Secret of its own, owned by it.
 	raw, _ := json.Marshal(p)
-	if strings.Contains(string(raw), fakeserver.DefaultToken) {
-		t.Errorf("the worker token is in the pod spec: %s", raw)
+	if strings.Contains(string(raw), fakeserver.DefaultToken) || strings.Contains(string(raw), "s3cr3t-value-123") {
+		t.Errorf("the worker token or the step's secret is in the pod spec: %s", raw)
 	}
 	sec, err := e.s.Client().CoreV1().Secrets(e.ns).Get(ctx, p.Name, metav1.GetOptions{})
 	if err != nil {
@@ -50,9 +51,6 @@ func TestScriptStep(t *testing.T) {
 	}
 	if string(sec.Data["token"]) != fakeserver.DefaultToken {
 		t.Errorf("secret token = %q, want the worker token", sec.Data["token"])
-	}
-	if len(sec.OwnerReferences) != 1 || sec.OwnerReferences[0].UID != p.UID {
-		t.Errorf("secret owners = %+v, want the pod %s", sec.OwnerReferences, p.UID)
 	}
 	if p.Spec.RestartPolicy != corev1.RestartPolicyNever {
 		t.Errorf("restartPolicy = %q, want Never", p.Spec.RestartPolicy)
@@ -99,8 +97,11 @@ func TestScriptStep(t *testing.T) {
 	env := map[string]string{}
 	for _, ev := range step.Env {
 		env[ev.Name] = ev.Value
+		if ev.ValueFrom != nil && ev.ValueFrom.SecretKeyRef != nil && ev.ValueFrom.SecretKeyRef.Name == p.Name {
+			env[ev.Name] = string(sec.Data[ev.ValueFrom.SecretKeyRef.Key])
+		}
 	}
-	for k, v := range map[string]string{"GREETING": "hej", "STATE_DIR": "/state", "STATE_OUT_DIR": "/state-out", "STROEM_STEP_NAME": "deploy[0]"} {
+	for k, v := range map[string]string{"GREETING": "hej", "API_PASSWORD": "s3cr3t-value-123", "STATE_DIR": "/state", "STATE_OUT_DIR": "/state-out", "STROEM_STEP_NAME": "deploy[0]"} {
 		if env[k] != v {
 			t.Errorf("step env %s = %q, want %q", k, env[k], v)
 		}
@@ -119,7 +120,13 @@ func TestScriptStep(t *testing.T) {
 		t.Errorf("step mounts (-want +got):\n%s", diff)
 	}
 
-	e.waitRunning(ctx, p)
+	e.waitRunning(ctx, p) // the runner follows the log: it has made the pod the Secret's owner
+	if sec, err = e.s.Client().CoreV1().Secrets(e.ns).Get(ctx, p.Name, metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(sec.OwnerReferences) != 1 || sec.OwnerReferences[0].UID != p.UID {
+		t.Errorf("secret owners = %+v, want the pod %s", sec.OwnerReferences, p.UID)
+	}
 	e.k.Log(e.ns, p.Name, "step", "hi", `OUTPUT: {"n": 1}`)
 	e.terminate(ctx, p.Name, 0)
 	out := e.wait(ctx, done)
@@ -137,7 +144,8 @@ func TestScriptStep(t *testing.T) {
 }
 
 // TestPodStepExitCodes runs `type: pod` steps: the image's own command,
-// its exit code the step's, no workspace, no Secret.
+// its exit code the step's, no workspace; the Secret holds the
+// environment but no worker token.
 func TestPodStepExitCodes(t *testing.T) {
 	t.Parallel()
 	e := newKEnv(t, kubetest.KubeletOptions{AutoBind: true})
@@ -153,6 +161,10 @@ func TestPodStepExitCodes(t *testing.T) {
 			step := containerByName(p.Spec.Containers, "step")
 			if step.Image != "alpine:3" || step.Command != nil || !cmp.Equal(step.Args, []string{"sh", "-c", "exit 3"}) {
 				t.Errorf("step image %q command %q args %q", step.Image, step.Command, step.Args)
+			}
+			sec, err := e.s.Client().CoreV1().Secrets(e.ns).Get(ctx, p.Name, metav1.GetOptions{})
+			if err != nil || string(sec.Data["env.A"]) != "b" || sec.Data["token"] != nil {
+				t.Errorf("the pod's secret: %v, %v; want env.A and no token", sec.Data, err)
 			}
 			e.waitRunning(ctx, p)
 			e.k.Log(e.ns, p.Name, "step", "working")
