@@ -56,7 +56,7 @@ func TestDeployKubernetesServerSide(t *testing.T) {
 	for _, v := range []string{"create", "get", "list", "watch", "delete"} {
 		needed = append(needed, attr(v, "pods", ""))
 	}
-	needed = append(needed, attr("get", "pods", "log"))
+	needed = append(needed, attr("get", "pods", "log"), attr("list", "events", ""))
 	for _, v := range []string{"create", "patch", "delete"} {
 		needed = append(needed, attr(v, "secrets", ""))
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -132,4 +133,29 @@ func (c *client) ownSecret(ctx context.Context, ns, name string, pod *corev1.Pod
 
 func (c *client) deleteSecret(ctx context.Context, ns, name string) error {
 	return c.rc.Delete().Namespace(ns).Resource("secrets").Name(name).Body(&metav1.DeleteOptions{}).Do(ctx).Error()
+}
+
+// listEvents lists the events of one pod, oldest first.
+func (c *client) listEvents(ctx context.Context, ns, pod, uid string) (*corev1.EventList, error) {
+	sel := "involvedObject.kind=Pod,involvedObject.name=" + pod
+	if uid != "" {
+		sel += ",involvedObject.uid=" + uid
+	}
+	out := &corev1.EventList{}
+	err := c.rc.Get().Namespace(ns).Resource("events").
+		VersionedParams(&metav1.ListOptions{FieldSelector: sel}, c.pc).Do(ctx).Into(out)
+	if err == nil {
+		sort.SliceStable(out.Items, func(i, j int) bool { return eventTime(&out.Items[i]).Before(eventTime(&out.Items[j])) })
+	}
+	return out, err
+}
+
+func eventTime(e *corev1.Event) time.Time {
+	switch {
+	case !e.LastTimestamp.IsZero():
+		return e.LastTimestamp.Time
+	case !e.EventTime.IsZero():
+		return e.EventTime.Time
+	}
+	return e.CreationTimestamp.Time
 }

@@ -72,15 +72,14 @@ func podName(job *runner.Job) string {
 	return name + "-" + suffix
 }
 
-// spec is what the runner needs to build a step's pod.
+// podInput is what the runner needs to build a step's pod.
 type podInput struct {
 	job              *runner.Job
 	name, namespace  string
 	image, initImage string
 	startupConfigMap string
 	workspaceURL     string // "" for no workspace
-	home             string
-	activeDeadline   int64 // 0: none
+	activeDeadline   int64  // 0: none
 }
 
 func (r *Runner) labels(job *runner.Job) map[string]string {

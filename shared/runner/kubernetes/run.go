@@ -24,15 +24,16 @@ var (
 )
 
 // Run creates the step's pod (and the Secret holding its environment and
-// the worker token for its init container), follows it until the step container has
-// terminated, streams its log, and deletes both on every path.
+// the worker token for its init container), follows it until the step
+// container has terminated, streams its log, and deletes both on every
+// path.
 func (r *Runner) Run(ctx context.Context, job *runner.Job, out runner.Output) (runner.Exit, error) {
 	c, ns, err := r.client()
 	if err != nil {
 		return runner.Exit{}, fmt.Errorf("Failed to create Kubernetes client: %w", err)
 	}
 	name := podName(job)
-	in := podInput{job: job, name: name, namespace: ns, home: r.Home,
+	in := podInput{job: job, name: name, namespace: ns,
 		image:     runner.ContainerImage(job.Step, r.RunnerImage, defaultImage),
 		initImage: r.InitImage, startupConfigMap: r.StartupConfigMap}
 	if in.initImage == "" {
@@ -236,6 +237,7 @@ func (s *podRun) judge(pod *corev1.Pod, now time.Time, pendingSince, backoffSinc
 		// Terminal without the step container ending: evicted, past its
 		// deadline, or an init container of an override failed.
 		s.line(fmt.Sprintf("Pod %s: %s %s", pod.Status.Phase, pod.Status.Reason, pod.Status.Message))
+		s.events(pod)
 		return runner.Exit{Code: 1}, true
 	}
 	if stepCS != nil && stepCS.State.Running != nil {
@@ -254,6 +256,7 @@ func (s *podRun) judge(pod *corev1.Pod, now time.Time, pendingSince, backoffSinc
 		}
 		if slices.Contains(failFast, w.Reason) {
 			s.line(fmt.Sprintf("Container error: %s — %s", w.Reason, msg))
+			s.events(pod)
 			return runner.Exit{Code: 1}, true
 		}
 		if slices.Contains(backoff, w.Reason) {
@@ -262,6 +265,7 @@ func (s *podRun) judge(pod *corev1.Pod, now time.Time, pendingSince, backoffSinc
 			}
 			if elapsed := now.Sub(*backoffSince); elapsed >= backoffLimit {
 				s.line(fmt.Sprintf("Container error: %s after %ds — %s", w.Reason, int(elapsed/time.Second), msg))
+				s.events(pod)
 				return runner.Exit{Code: 1}, true
 			}
 			if pendingSince.IsZero() {
@@ -276,6 +280,7 @@ func (s *podRun) judge(pod *corev1.Pod, now time.Time, pendingSince, backoffSinc
 	}
 	if elapsed := now.Sub(*pendingSince); elapsed >= pendingLimit {
 		s.line(fmt.Sprintf("Pod stuck in Pending state for %ds (check events for details: missing volumes, unschedulable, etc.)", int(elapsed/time.Second)))
+		s.events(pod)
 		return runner.Exit{Code: 1}, true
 	}
 	return runner.Exit{}, false
@@ -296,6 +301,35 @@ func waiting(cs *corev1.ContainerStatus) *corev1.ContainerStateWaiting {
 	}
 	return cs.State.Waiting
 }
+
+// events puts the pod's warning events (FailedScheduling, FailedMount,
+// Failed pulls...) on stderr, after a waiting rule failed the step: they
+// say why, where the pod's status does not. Best effort: a worker whose
+// Role does not let it list events says nothing more.
+func (s *podRun) events(pod *corev1.Pod) {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	list, err := s.c.listEvents(ctx, s.ns, s.name, string(pod.UID))
+	if err != nil {
+		s.log.Debug("listing the pod's events", "error", err.Error())
+		return
+	}
+	seen := map[string]bool{}
+	n := 0
+	for i := len(list.Items) - 1; i >= 0 && n < maxEvents; i-- {
+		ev := &list.Items[i]
+		line := fmt.Sprintf("Event: %s: %s", ev.Reason, ev.Message)
+		if ev.Type != corev1.EventTypeWarning || seen[line] {
+			continue
+		}
+		seen[line] = true
+		n++
+		s.out.Line(runner.Stderr, []byte(line))
+	}
+}
+
+// maxEvents bounds the events quoted for a failed pod, newest first.
+const maxEvents = 5
 
 // line is a line of the worker's own about the pod, on stderr.
 func (s *podRun) line(msg string) {

@@ -1,6 +1,7 @@
 package kube_test
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	kube "github.com/stroem-worker/stroem-worker/shared/runner/kubernetes"
 	"github.com/stroem-worker/stroem-worker/shared/runner/kubernetes/kubetest"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestWaitingRules: a container that can never start fails the step at
@@ -116,4 +118,38 @@ func TestSidecarNeverExits(t *testing.T) {
 		t.Errorf("outcome %+v, want success while the sidecar runs", out)
 	}
 	e.waitGone(ctx, p.Name)
+}
+
+// TestWaitingEvents: when a waiting rule fails the step, the pod's
+// warning events say why, newest first.
+func TestWaitingEvents(t *testing.T) {
+	t.Parallel()
+	e := newKEnv(t, kubetest.KubeletOptions{AutoBind: true})
+	ctx := ctxT(t)
+	job := e.script("s", map[string]any{"script": "true"}, 0)
+	done := e.start(ctx)
+	p := e.waitPod(ctx, job)
+	for i, ev := range []corev1.Event{
+		{Type: corev1.EventTypeNormal, Reason: "Scheduled", Message: "assigned"},
+		{Type: corev1.EventTypeWarning, Reason: "FailedMount", Message: `MountVolume.SetUp failed for volume "startup-scripts" : configmap "startup" not found`},
+	} {
+		ev.ObjectMeta = metav1.ObjectMeta{Name: p.Name + "." + strconv.Itoa(i)}
+		ev.InvolvedObject = corev1.ObjectReference{Kind: "Pod", Namespace: e.ns, Name: p.Name, UID: p.UID}
+		ev.LastTimestamp = metav1.NewTime(time.Now().Add(time.Duration(i) * time.Second))
+		if _, err := e.s.Client().CoreV1().Events(e.ns).Create(ctx, &ev, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.k.WaitFor(ctx, e.ns, p.Name, func(p *corev1.Pod) bool { return p.Spec.NodeName != "" }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.k.SetContainer(ctx, e.ns, p.Name, "step", kubetest.Waiting("CreateContainerConfigError", `secret "db" not found`)); err != nil {
+		t.Fatal(err)
+	}
+	e.wait(ctx, done)
+	want := "Exit code: 1\nStderr: Container error: CreateContainerConfigError — secret \"db\" not found\n" +
+		`Event: FailedMount: MountVolume.SetUp failed for volume "startup-scripts" : configmap "startup" not found`
+	if st := e.step(job, "s"); st.Error != want {
+		t.Errorf("error = %q, want %q", st.Error, want)
+	}
 }
