@@ -19,11 +19,13 @@ func TestNoClaimAfterStopSignal(t *testing.T) {
 	for range 6 {
 		h := newHarness(t, map[string]string{"max_concurrent": "2"})
 		h.start()
-		first := h.srv.AddJob(scriptJob("first", "true"))
-		second := h.srv.AddJob(scriptJob("second", "true"))
 		held := make(chan struct{})
 		release := make(chan struct{})
 		var once atomic.Bool
+		// The jobs are added while a claim is held: claims go out one at a
+		// time, so no other claim can be in flight then and take one
+		// unheld (the test's race, not the supervisor's); the held claim
+		// is answered after release and sees both.
 		h.srv.SetFault(func(r *http.Request) fakeserver.Fault {
 			if h.srv.Endpoint(r) == "POST /worker/jobs/claim" && once.CompareAndSwap(false, true) {
 				close(held)
@@ -32,6 +34,8 @@ func TestNoClaimAfterStopSignal(t *testing.T) {
 			return fakeserver.Fault{}
 		})
 		<-held
+		first := h.srv.AddJob(scriptJob("first", "true"))
+		second := h.srv.AddJob(scriptJob("second", "true"))
 		h.signal()
 		close(release)
 		if err := h.wait(); err != nil {

@@ -150,6 +150,8 @@ func sampleValue(key string) string {
 		return "json"
 	case "listen":
 		return "127.0.0.1:9090"
+	case "capabilities":
+		return "script,kubernetes"
 	}
 	return "x"
 }

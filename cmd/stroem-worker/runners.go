@@ -15,14 +15,17 @@ import (
 	"github.com/stroem-worker/stroem-worker/shared/config"
 	"github.com/stroem-worker/stroem-worker/shared/runner"
 	"github.com/stroem-worker/stroem-worker/shared/runner/docker"
+	kube "github.com/stroem-worker/stroem-worker/shared/runner/kubernetes"
 	"github.com/stroem-worker/stroem-worker/shared/runner/local"
 )
 
 // runners builds the runners a worker has: local always, the Docker
-// runner when capabilities has docker. Building costs no I/O beyond the
-// worker home's id: the engine is first asked by checkRunners, or by a
-// runner's first step. An engine address that cannot work (docker.host
-// ssh://, a bad TLS setup) is a configuration error (exit 2).
+// runner when capabilities has docker, the Kubernetes runner when it has
+// kubernetes. Building costs no I/O beyond the worker home's id: the
+// engine is first asked by checkRunners, or by a runner's first step, and
+// the Kubernetes client is made on the first pod step. An engine address
+// that cannot work (docker.host ssh://, a bad TLS setup) is a
+// configuration error (exit 2).
 func runners(cfg *config.Config, log *slog.Logger) (runner.Set, error) {
 	set := runner.Set{runner.Local: &local.Runner{Log: log}}
 	if cfg.HasCapability("docker") {
@@ -38,6 +41,17 @@ func runners(cfg *config.Config, log *slog.Logger) (runner.Set, error) {
 		set[runner.Docker] = &docker.Runner{
 			Client: client, RunnerImage: cfg.RunnerImage, PullPolicy: cfg.DockerPullPolicy,
 			Network: cfg.DockerNetwork, Home: home, Log: log,
+		}
+	}
+	if cfg.HasCapability("kubernetes") {
+		home, err := homeID(cfg.WorkspaceDir)
+		if err != nil {
+			return nil, err
+		}
+		set[runner.Kubernetes] = &kube.Runner{
+			Namespace: cfg.KubeNamespace, InitImage: cfg.KubeInitImage, StartupConfigMap: cfg.KubeStartupConfigMap,
+			RunnerImage: cfg.RunnerImage, ServerURL: cfg.ServerURL, WorkerToken: cfg.WorkerToken,
+			Home: home, Log: log,
 		}
 	}
 	return set, nil

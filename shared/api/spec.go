@@ -28,7 +28,10 @@ type ActionSpec struct {
 	// Workdir is the action's working directory override ("" for none).
 	Workdir string
 	// Resources are the action's cpu and memory ("500m", "1Gi"), as given.
-	Resources    Resources
+	Resources Resources
+	// Manifest is a pod action's manifest overrides (raw JSON; nil when
+	// absent or null), merged into the pod by the Kubernetes runner.
+	Manifest     json.RawMessage
 	Language     string
 	Interpreter  string
 	Dependencies []string
@@ -79,6 +82,9 @@ func ParseActionSpec(raw json.RawMessage) (*ActionSpec, error) {
 		if json.Unmarshal(v, &r) == nil {
 			s.Resources = Resources{CPU: scalarString(r.CPU), Memory: scalarString(r.Memory)}
 		}
+	}
+	if v, ok := m["manifest"]; ok && string(v) != "null" {
+		s.Manifest = v
 	}
 	s.Language, _ = getString("language")
 	s.Interpreter, _ = getString("interpreter")

@@ -147,6 +147,10 @@ const ignoredNote = "ignored: this worker does not run agent steps"
 // runner_image is not set (the reference worker's default).
 const DefaultRunnerImage = "ghcr.io/fremvaerk/stroem-runner:latest"
 
+// DefaultKubeInitImage is kubernetes.init_image's default (the reference
+// worker's): it needs sh, curl and tar with gzip.
+const DefaultKubeInitImage = "curlimages/curl:latest"
+
 // HasCapability reports whether the worker advertises capability c.
 func (c *Config) HasCapability(name string) bool { return slices.Contains(c.Capabilities, name) }
 
@@ -171,6 +175,7 @@ func defaults() *Config {
 		OnSignal:               "drain",
 		DeliveryTimeoutSecs:    600,
 		DockerPullPolicy:       "if-not-present",
+		KubeInitImage:          DefaultKubeInitImage,
 		ResultMaxAgeSecs:       86400,
 		LogFormat:              "text",
 		LogLevel:               "info",

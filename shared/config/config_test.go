@@ -190,6 +190,7 @@ func TestLoadDefaults(t *testing.T) {
 		DeliveryTimeoutSecs:    600,
 		ResultMaxAgeSecs:       86400,
 		DockerPullPolicy:       "if-not-present",
+		KubeInitImage:          config.DefaultKubeInitImage,
 		LogFormat:              "text",
 		LogLevel:               "info",
 	}

@@ -100,6 +100,15 @@ func (c *Config) validate() []error {
 		}
 	}
 	oneOf("docker.pull_policy", c.DockerPullPolicy, "if-not-present", "always", "never")
+	if ns := c.KubeNamespace; ns != "" && !dnsLabel(ns) {
+		bad("kubernetes.namespace", "%q is not a namespace name (at most 63 characters of a-z, 0-9 and '-', starting and ending alphanumeric); leave it empty for the kubeconfig's or the service account's", ns)
+	}
+	if cm := c.KubeStartupConfigMap; cm != "" && !dnsSubdomain(cm) {
+		bad("kubernetes.runner_startup_configmap", "%q is not a ConfigMap name (lower-case a-z, 0-9, '-' and '.', at most 253 characters)", cm)
+	}
+	if strings.TrimSpace(c.KubeInitImage) == "" {
+		bad("kubernetes.init_image", "must not be empty; it is the image that fetches the workspace into a step's pod (needs sh, curl and tar), e.g. %s", DefaultKubeInitImage)
+	}
 	for _, t := range c.Tags {
 		if slices.Contains([]string{"script", "docker", "kubernetes", "agent"}, t) {
 			bad("tags", "%q is a capability, not a tag; move it to capabilities", t)
@@ -141,4 +150,30 @@ func (c *Config) validate() []error {
 	oneOf("log_format", c.LogFormat, "text", "json")
 	oneOf("log_level", c.LogLevel, "debug", "info", "warn", "error")
 	return errs
+}
+
+// dnsLabel reports whether s is an RFC 1123 label (a namespace name).
+func dnsLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// dnsSubdomain reports whether s is an RFC 1123 subdomain (a ConfigMap name).
+func dnsSubdomain(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	for _, part := range strings.Split(s, ".") {
+		if !dnsLabel(part) {
+			return false
+		}
+	}
+	return true
 }
