@@ -15,7 +15,6 @@ import (
 	"github.com/stroem-worker/stroem-worker/shared/config"
 	"github.com/stroem-worker/stroem-worker/shared/runner"
 	"github.com/stroem-worker/stroem-worker/shared/runner/docker"
-	kube "github.com/stroem-worker/stroem-worker/shared/runner/kubernetes"
 	"github.com/stroem-worker/stroem-worker/shared/runner/local"
 )
 
@@ -48,11 +47,11 @@ func runners(cfg *config.Config, log *slog.Logger) (runner.Set, error) {
 		if err != nil {
 			return nil, err
 		}
-		set[runner.Kubernetes] = &kube.Runner{
-			Namespace: cfg.KubeNamespace, InitImage: cfg.KubeInitImage, StartupConfigMap: cfg.KubeStartupConfigMap,
-			RunnerImage: cfg.RunnerImage, ServerURL: cfg.ServerURL, WorkerToken: cfg.WorkerToken,
-			Home: home, Log: log,
+		r, err := kubernetesRunner(cfg, home, log)
+		if err != nil {
+			return nil, err
 		}
+		set[runner.Kubernetes] = r
 	}
 	return set, nil
 }
