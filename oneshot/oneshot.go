@@ -222,24 +222,7 @@ func (w *worker) run(ctx context.Context, opts Options) (Outcome, error) {
 		w.heartbeat(hbCtx, &current, h.SupervisorPID)
 	}()
 	if h.SupervisorPID != 0 {
-		// The supervisor holds the step's handle; should it die, the handle
-		// goes into the spool at once (the kernel signals this process:
-		// PR_SET_PDEATHSIG), for whoever delivers it if this process dies too.
-		gone := make(chan os.Signal, 1)
-		signal.Notify(gone, handoff.SupervisorGoneSignal)
-		defer signal.Stop(gone)
-		go func() {
-			for {
-				select {
-				case <-gone:
-					if k := w.running.Load(); k != nil {
-						k.saveHandle()
-					}
-				case <-hbCtx.Done():
-					return
-				}
-			}
-		}()
+		defer w.watchSupervisor(hbCtx)()
 	}
 	defer func() { stopHB(); <-hbDone }()
 
@@ -260,6 +243,28 @@ func (w *worker) run(ctx context.Context, opts Options) (Outcome, error) {
 	w.events.Emit(handoff.Event{Kind: handoff.Done, Delivered: res.Delivered, ExitCode: res.ExitCode, Failed: !out.Succeeded(),
 		Lines: res.Lines, Bytes: res.Bytes, Dropped: res.Dropped, Lost: res.Lost})
 	return out, err
+}
+
+// watchSupervisor keeps the running step's handle in its spool once the
+// supervisor, which held it, is gone (the kernel signals this process:
+// PR_SET_PDEATHSIG), for whoever delivers the spool should this process
+// die too. It returns the function that stops watching.
+func (w *worker) watchSupervisor(ctx context.Context) (stop func()) {
+	gone := make(chan os.Signal, 1)
+	signal.Notify(gone, handoff.SupervisorGoneSignal)
+	go func() {
+		for {
+			select {
+			case <-gone:
+				if k := w.running.Load(); k != nil {
+					k.saveHandle()
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(gone) }
 }
 
 // deliverPending delivers every spool left by an earlier process that is

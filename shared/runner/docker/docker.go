@@ -204,20 +204,11 @@ func (r *Runner) Run(ctx context.Context, job *runner.Job, out runner.Output) (r
 	// Calls that leave something behind are not cut short by a stop:
 	// their answer says what to remove.
 	bg := context.WithoutCancel(ctx)
-	cctx, cancel := context.WithTimeout(bg, callTimeout)
-	id, err := r.Client.CreateContainer(cctx, spec.name, spec)
-	cancel()
+	id, err := r.create(bg, spec, out, log)
 	if err != nil {
-		var ae *APIError
-		if !errors.As(err, &ae) {
-			// The engine may have created it without our hearing of it.
-			r.remove(bg, spec.name, log)
-		}
-		return runner.Exit{}, fmt.Errorf("Failed to create container: %w", err)
+		return runner.Exit{}, err
 	}
 	defer r.remove(bg, id, log)
-	data, _ := json.Marshal(handle{Kind: runner.Docker, Host: r.Client.Host().Addr, ID: id, Name: spec.name})
-	out.Started(data)
 	if ctx.Err() != nil {
 		return runner.Exit{}, ctx.Err()
 	}
@@ -281,18 +272,40 @@ func (r *Runner) Run(ctx context.Context, job *runner.Job, out runner.Output) (r
 		<-streamDone
 	}
 	linger.Stop()
-
 	if w.code == 137 && !stopped {
-		ictx, cancel := context.WithTimeout(bg, callTimeout)
-		st, err := r.Client.Inspect(ictx, id)
-		cancel()
-		if err == nil && st.OOMKilled {
-			out.Line(runner.Stderr, []byte("stroem-worker: the container was killed for running out of memory (OOMKilled)"))
-		}
+		r.noteOOM(bg, id, out)
 	}
 	r.fixOwnership(bg, spec, job, log)
 	log.Info("container exited", "exit_code", w.code)
 	return runner.Exit{Code: w.code}, nil
+}
+
+// create creates the step's container and records its handle.
+func (r *Runner) create(bg context.Context, spec *containerSpec, out runner.Output, log *slog.Logger) (string, error) {
+	cctx, cancel := context.WithTimeout(bg, callTimeout)
+	id, err := r.Client.CreateContainer(cctx, spec.name, spec)
+	cancel()
+	if err != nil {
+		var ae *APIError
+		if !errors.As(err, &ae) {
+			// The engine may have created it without our hearing of it.
+			r.remove(bg, spec.name, log)
+		}
+		return "", fmt.Errorf("Failed to create container: %w", err)
+	}
+	data, _ := json.Marshal(handle{Kind: runner.Docker, Host: r.Client.Host().Addr, ID: id, Name: spec.name})
+	out.Started(data)
+	return id, nil
+}
+
+// noteOOM says in the step's log when exit 137 was the kernel's OOM killer.
+func (r *Runner) noteOOM(bg context.Context, id string, out runner.Output) {
+	ictx, cancel := context.WithTimeout(bg, callTimeout)
+	st, err := r.Client.Inspect(ictx, id)
+	cancel()
+	if err == nil && st.OOMKilled {
+		out.Line(runner.Stderr, []byte("stroem-worker: the container was killed for running out of memory (OOMKilled)"))
+	}
 }
 
 // waitResult is how a container ended: its exit code, or why that is

@@ -33,19 +33,7 @@ func (r *Runner) Run(ctx context.Context, job *runner.Job, out runner.Output) (r
 		return runner.Exit{}, fmt.Errorf("Failed to create Kubernetes client: %w", err)
 	}
 	name := podName(job)
-	in := podInput{job: job, name: name, namespace: ns,
-		image:     runner.ContainerImage(job.Step, r.RunnerImage, defaultImage),
-		initImage: r.InitImage, startupConfigMap: r.StartupConfigMap}
-	if in.initImage == "" {
-		in.initImage = DefaultInitImage
-	}
-	withWS := runner.WithWorkspace(job.Step)
-	if withWS {
-		in.workspaceURL = workspaceURL(r.ServerURL, job.Step.Workspace, job.Step.Revision)
-	}
-	if job.Step.TimeoutSecs > 0 {
-		in.activeDeadline = int64((time.Duration(job.Step.TimeoutSecs)*time.Second + job.Grace + deadlineMargin) / time.Second)
-	}
+	in := r.input(job, name, ns)
 	pod, err := r.buildPod(in)
 	if err != nil {
 		return runner.Exit{}, err
@@ -489,4 +477,21 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// input is what the step's pod is built from.
+func (r *Runner) input(job *runner.Job, name, ns string) podInput {
+	in := podInput{job: job, name: name, namespace: ns,
+		image:     runner.ContainerImage(job.Step, r.RunnerImage, defaultImage),
+		initImage: r.InitImage, startupConfigMap: r.StartupConfigMap}
+	if in.initImage == "" {
+		in.initImage = DefaultInitImage
+	}
+	if runner.WithWorkspace(job.Step) {
+		in.workspaceURL = workspaceURL(r.ServerURL, job.Step.Workspace, job.Step.Revision)
+	}
+	if job.Step.TimeoutSecs > 0 {
+		in.activeDeadline = int64((time.Duration(job.Step.TimeoutSecs)*time.Second + job.Grace + deadlineMargin) / time.Second)
+	}
+	return in
 }
