@@ -105,7 +105,9 @@ func main() {
 	var jobs []string
 	for i := range *steps {
 		spec, _ := json.Marshal(map[string]any{"type": "script",
-			"script": fmt.Sprintf("seq 1 %d; sleep 0.%d", *lines, i%5),
+			// The output names the process: a result of another attempt
+			// differs from this one's.
+			"script": fmt.Sprintf("seq 1 %d; sleep 0.%d; echo \"OUTPUT: {\\\"pid\\\": $$}\"", *lines, i%5),
 			"env":    map[string]string{"CHAOS_MARK": mark}})
 		// One retry each: a step stranded by a lost claim answer is failed by
 		// the server's heartbeat timeout and runs again.
@@ -179,14 +181,20 @@ func main() {
 	sup.Wait()
 
 	// Tally.
-	var completed, failed, recovered, stuck, missing, dups, delivered, extraCompletes, reattempts int
+	var completed, failed, recovered, stuck, missing, dups, delivered, extraCompletes, stale, reattempts int
 	for _, j := range jobs {
 		st, _ := srv.Step(j, "s")
 		reattempts += len(st.Attempts) - 1
 		for _, a := range st.Attempts {
 			// More than one complete in an attempt is a result resent after
-			// its answer was lost, or one of an earlier attempt arriving late.
+			// its answer was lost (the same result again), or one of another
+			// attempt arriving late (a different result: its process's pid).
 			extraCompletes += max(0, a.Completes-1)
+			seen := map[string]bool{}
+			for _, r := range a.Results {
+				seen[r] = true
+			}
+			stale += max(0, len(seen)-1)
 		}
 		seen := map[int]int{}
 		for _, l := range srv.Logs(j) {
@@ -229,9 +237,10 @@ func main() {
 	fmt.Printf("| lines missing from completed steps | %d |\n", missing)
 	fmt.Printf("| duplicate lines (retried after a lost answer) | %d |\n", dups)
 	fmt.Printf("| steps run again by the server (retry after recovery) | %d |\n", reattempts)
-	fmt.Printf("| completes beyond one per attempt (resent after a lost answer, or stale) | %d |\n", extraCompletes)
+	fmt.Printf("| completes beyond one per attempt (resent after a lost answer) | %d |\n", extraCompletes-stale)
+	fmt.Printf("| stale completions (another attempt's result) | %d |\n", stale)
 	fmt.Printf("| step processes left running | %d |\n", len(left))
-	if missing > 0 || stuck > 0 || len(left) > 0 {
+	if missing > 0 || stuck > 0 || stale > 0 || len(left) > 0 {
 		for _, p := range left {
 			syscall.Kill(p, syscall.SIGKILL)
 		}

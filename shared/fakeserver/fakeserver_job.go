@@ -104,6 +104,10 @@ type AttemptState struct {
 	// this attempt ("" when none did).
 	WorkerID                  string
 	Claims, Starts, Completes int
+	// Results are the completions received during the attempt, each as
+	// "exit_code|error|output": a resend after a lost answer repeats one,
+	// a stale result of an earlier attempt adds a different one.
+	Results []string
 	// Status is the step's status when the attempt ended, or now for the
 	// current attempt.
 	Status string
@@ -306,6 +310,9 @@ func (st StepState) clone() StepState {
 	}
 	st.Output = bytes.Clone(st.Output)
 	st.Attempts = slices.Clone(st.Attempts)
+	for i := range st.Attempts {
+		st.Attempts[i].Results = slices.Clone(st.Attempts[i].Results)
+	}
 	if n := len(st.Attempts); n > 0 {
 		st.Attempts[n-1].Status = st.Status
 	}

@@ -99,6 +99,7 @@ func (s *Server) complete(jobID, name string, req completeRequest) {
 		}
 		st.state.Completes++
 		st.attempt().Completes++
+		st.attempt().Results = append(st.attempt().Results, resultKey(req))
 		st.state.CompletedAt = s.now()
 		if code != 0 || req.Error != nil {
 			st.state.Status = StatusFailed
@@ -217,4 +218,16 @@ func (s *Server) handleCancelled(w http.ResponseWriter, r *http.Request) {
 	c := s.cancelSet[jobID]
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]bool{"cancelled": c})
+}
+
+// resultKey is a completion as AttemptState.Results keeps it.
+func resultKey(req completeRequest) string {
+	code, msg := "null", "null"
+	if req.ExitCode != nil {
+		code = fmt.Sprint(*req.ExitCode)
+	}
+	if req.Error != nil {
+		msg = *req.Error
+	}
+	return code + "|" + msg + "|" + string(req.Output)
 }

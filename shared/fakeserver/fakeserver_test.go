@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/google/uuid"
 	"github.com/stroem-worker/stroem-worker/shared/fakeserver"
 	"go.uber.org/goleak"
@@ -331,7 +332,7 @@ func TestRoundTrip(t *testing.T) {
 		Claims: 1, Starts: 1, Completes: 1,
 		Attempt: 1, Attempts: []fakeserver.AttemptState{{WorkerID: w, Claims: 1, Starts: 1, Completes: 1, Status: "completed"}}}
 	st.StartedAt, st.CompletedAt = time.Time{}, time.Time{}
-	if diff := cmp.Diff(wantSt, st); !ok || diff != "" {
+	if diff := cmp.Diff(wantSt, st, ignoreResults); !ok || diff != "" {
 		t.Errorf("Step() (-want +got):\n%s", diff)
 	}
 	wantLogs := []fakeserver.LogRecord{
@@ -380,7 +381,7 @@ func TestCompleteRules(t *testing.T) {
 			got.CompletedAt = time.Time{}
 			tc.want.Attempt = 1
 			tc.want.Attempts = []fakeserver.AttemptState{{Completes: 1, Status: tc.want.Status}}
-			if diff := cmp.Diff(tc.want, got); diff != "" {
+			if diff := cmp.Diff(tc.want, got, ignoreResults); diff != "" {
 				t.Errorf("complete %s (-want +got):\n%s", tc.body, diff)
 			}
 		})
@@ -1207,7 +1208,7 @@ func TestAttempts(t *testing.T) {
 		{Completes: 1, Status: "failed"},
 		{WorkerID: w2, Claims: 1, Starts: 1, Completes: 1, Status: "completed"},
 	}
-	if diff := cmp.Diff(want, st.Attempts); diff != "" || st.Attempt != 3 || st.Claims != 2 || st.Status != "completed" {
+	if diff := cmp.Diff(want, st.Attempts, ignoreResults); diff != "" || st.Attempt != 3 || st.Claims != 2 || st.Status != "completed" {
 		t.Errorf("step = %s, attempt %d, %d claims, want completed, 3, 2; attempts (-want +got):\n%s", st.Status, st.Attempt, st.Claims, diff)
 	}
 	if e.srv.Requeue(job, "nope") || e.srv.Requeue(uuid.NewString(), "s") {
@@ -1244,5 +1245,25 @@ func TestRetries(t *testing.T) {
 	st, _ := e.srv.Step(job, "s")
 	if j, _ := e.srv.Job(job); st.Status != "failed" || st.Attempt != 3 || j.Status != "failed" {
 		t.Errorf("after the last attempt failed: step %s, attempt %d, job %s; want failed, 3, failed", st.Status, st.Attempt, j.Status)
+	}
+}
+
+// ignoreResults leaves AttemptState.Results to the test about them.
+var ignoreResults = cmpopts.IgnoreFields(fakeserver.AttemptState{}, "Results")
+
+// TestAttemptResults: a completion resent after a lost answer repeats a
+// result of its attempt; one of another attempt adds a different one.
+func TestAttemptResults(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, fakeserver.Options{})
+	job := e.srv.AddJob(fakeserver.JobSpec{TaskName: "t", Steps: []fakeserver.StepSpec{{StepName: "s", ActionSpec: []byte(`{"type":"script","script":"true"}`)}}})
+	complete := func(body string) { e.post("/worker/jobs/"+job+"/steps/s/complete", body, 200) }
+	complete(`{"exit_code":0,"output":{"pid":1}}`)
+	complete(`{"exit_code":0,"output":{"pid":1}}`)
+	complete(`{"exit_code":0,"output":{"pid":2}}`)
+	st, _ := e.srv.Step(job, "s")
+	want := []string{`0|null|{"pid":1}`, `0|null|{"pid":1}`, `0|null|{"pid":2}`}
+	if diff := cmp.Diff(want, st.Attempts[0].Results); diff != "" {
+		t.Errorf("Results (-want +got):\n%s", diff)
 	}
 }
