@@ -130,6 +130,9 @@ type worker struct {
 	deliverBy time.Time
 	// running is the sink of the step running now, if any.
 	running atomic.Pointer[sink]
+	// silenced is a worker id given up after an unanswered result: it gets
+	// no more heartbeats.
+	silenced atomic.Pointer[string]
 }
 
 func newWorker(cfg *config.Config, opts Options, deps Deps) (*worker, error) {
@@ -168,10 +171,11 @@ func newWorker(cfg *config.Config, opts Options, deps Deps) (*worker, error) {
 	if msg == "" {
 		msg = "Worker deadline reached"
 	}
-	return &worker{cfg: cfg, log: log, client: client, environ: env, version: version, runners: runners,
-		events: opts.Events, deadlineMsg: msg, deliverBy: opts.HardDeadline,
-		deliverer: &delivery.Deliverer{Root: delivery.Root(cfg.WorkspaceDir), Client: client, Log: log,
-			MaxAge: cfg.ResultMaxAge(), Kill: runners.Kill}}, nil
+	w := &worker{cfg: cfg, log: log, client: client, environ: env, version: version, runners: runners,
+		events: opts.Events, deadlineMsg: msg, deliverBy: opts.HardDeadline}
+	w.deliverer = &delivery.Deliverer{Root: delivery.Root(cfg.WorkspaceDir), Client: client, Log: log,
+		MaxAge: cfg.ResultMaxAge(), Kill: runners.Kill, Unanswered: w.unanswered}
+	return w, nil
 }
 
 func (w *worker) run(ctx context.Context, opts Options) (Outcome, error) {
@@ -267,6 +271,20 @@ func (w *worker) watchSupervisor(ctx context.Context) (stop func()) {
 	return func() { signal.Stop(gone) }
 }
 
+// unanswered gives up worker id id after a step result sent under it got
+// no answer: a supervised child asks its supervisor to, a standalone run
+// forgets its persisted id (the next run registers a fresh one) and stops
+// heartbeating it, so the server's heartbeat timeout fails the step should
+// its result never have arrived.
+func (w *worker) unanswered(id string) {
+	if w.events != nil {
+		w.events.Emit(handoff.Event{Kind: handoff.Unanswered, WorkerID: id})
+		return
+	}
+	w.forgetID(id)
+	w.silenced.Store(&id)
+}
+
 // deliverPending delivers every spool left by an earlier process that is
 // no longer running. Bounded: a server that is down, or a rotated token,
 // must not keep a cron run from exiting.
@@ -297,8 +315,8 @@ func (w *worker) sweep(ctx context.Context) {
 // beat sends one heartbeat; a failure is logged only: the step goes on,
 // and the next beat may get through.
 func (w *worker) beat(ctx context.Context, id string) {
-	if id == "" {
-		return // abandoned, nothing new registered
+	if s := w.silenced.Load(); id == "" || (s != nil && *s == id) {
+		return // abandoned
 	}
 	if err := w.client.Heartbeat(ctx, id); err != nil && ctx.Err() == nil {
 		w.log.Warn("heartbeat failed", slog.String("worker_id", id), slog.String("error", err.Error()))

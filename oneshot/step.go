@@ -141,9 +141,7 @@ func (w *worker) finish(ctx context.Context, sp *logstream.Spool, res stepResult
 	if err := sp.SaveCompletion(body); err != nil {
 		log.Error("saving completion to spool", "error", err.Error())
 	}
-	d := *w.deliverer
-	d.Client = w.client.WithRetry(completeRetry)
-	if err := d.Complete(ctx, sp, body); err != nil {
+	if err := w.deliverer.Complete(ctx, sp, body); err != nil {
 		if cause := context.Cause(ctx); cause != nil {
 			err = fmt.Errorf("%w (last error: %w)", cause, err)
 		}

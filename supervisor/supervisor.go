@@ -82,6 +82,9 @@ type supervisor struct {
 	// registeredAt is when the last registration succeeded (claim loop only).
 	registeredAt time.Time
 
+	// abandon is a worker id to give up before the next claim.
+	abandon atomic.Pointer[string]
+
 	draining   atomic.Bool
 	registered atomic.Bool
 	// lastContact is the unix nano time of the last answer from the server.
@@ -136,9 +139,17 @@ func newSupervisor(cfg *config.Config, deps Deps) (*supervisor, error) {
 		third:    make(chan struct{}),
 	}
 	s.deliverer = &delivery.Deliverer{Root: delivery.Root(cfg.WorkspaceDir), Client: client, Log: deps.Logger,
-		MaxAge: cfg.ResultMaxAge(), Kill: deps.Runners.Kill, Guard: &s.claimMu,
+		MaxAge: cfg.ResultMaxAge(), Kill: deps.Runners.Kill, Guard: &s.claimMu, Unanswered: s.unanswered,
 		Withheld: func(reason string) { s.metrics.withheld.WithLabelValues(reason).Inc() }}
 	return s, nil
+}
+
+// unanswered asks for worker id id to be given up: a step result sent
+// under it got no answer. The claim loop registers a fresh id before it
+// claims again; the old one keeps its heartbeats only while children
+// claimed with it run (childIDs), then goes silent.
+func (s *supervisor) unanswered(id string) {
+	s.abandon.Store(&id)
 }
 
 func (s *supervisor) id() string {

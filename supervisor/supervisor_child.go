@@ -114,6 +114,8 @@ func (s *supervisor) fork(c *child) error {
 			case handoff.Done:
 				c.delivered = c.delivered || ev.Delivered
 				c.last = ev
+			case handoff.Unanswered:
+				s.unanswered(ev.WorkerID)
 			}
 		})
 		close(c.eventsDone)

@@ -64,6 +64,13 @@ const reregisterAfter = 5 * time.Second
 func (s *supervisor) claim(ctx context.Context) (*api.Step, string, error) {
 	s.claimMu.Lock()
 	defer s.claimMu.Unlock()
+	if a := s.abandon.Swap(nil); a != nil && *a == s.id() {
+		s.log.Warn("a step result sent under this worker id got no answer; registering a new worker id so the old one goes silent", "worker_id", *a)
+		s.metrics.abandoned.Inc()
+		if err := s.registerUntil(ctx); err != nil {
+			return nil, "", err
+		}
+	}
 	id := s.id()
 	// Not cut by the stop signal: a claim the server committed but whose
 	// answer we dropped would leave a step running under our id.

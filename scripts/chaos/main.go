@@ -109,10 +109,11 @@ func main() {
 			// differs from this one's.
 			"script": fmt.Sprintf("seq 1 %d; sleep 0.%d; echo \"OUTPUT: {\\\"pid\\\": $$}\"", *lines, i%5),
 			"env":    map[string]string{"CHAOS_MARK": mark}})
-		// One retry each: a step stranded by a lost claim answer is failed by
-		// the server's heartbeat timeout and runs again.
+		// One retry each, after the real server's default delay (30 s): a
+		// step stranded by a lost claim answer is failed by the server's
+		// heartbeat timeout and runs again.
 		jobs = append(jobs, srv.AddJob(fakeserver.JobSpec{TaskName: fmt.Sprintf("chaos-%d", i),
-			Steps: []fakeserver.StepSpec{{StepName: "s", ActionSpec: spec, Retries: 1}}}))
+			Steps: []fakeserver.StepSpec{{StepName: "s", ActionSpec: spec, Retries: 1, RetryDelaySecs: 30}}}))
 	}
 	env := append(os.Environ(), "STROEM__SERVER_URL="+url, "STROEM__WORKER_TOKEN="+fakeserver.DefaultToken,
 		"STROEM__WORKSPACE_DIR="+filepath.Join(dir, "ws"), "STROEM__POLL_INTERVAL_SECS=0.1",
@@ -195,6 +196,13 @@ func main() {
 				seen[r] = true
 			}
 			stale += max(0, len(seen)-1)
+			if len(seen) > 1 {
+				fmt.Fprintf(os.Stderr, "  stale: job %s attempts:", j)
+				for i, a := range st.Attempts {
+					fmt.Fprintf(os.Stderr, " [%d: worker %.8s, %d claims, %d starts, results %q]", i+1, a.WorkerID, a.Claims, a.Starts, a.Results)
+				}
+				fmt.Fprintln(os.Stderr)
+			}
 		}
 		seen := map[int]int{}
 		for _, l := range srv.Logs(j) {

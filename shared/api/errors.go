@@ -116,3 +116,17 @@ func IsPermanent(err error) bool {
 // IsFatal reports whether no retry of any request can succeed until
 // someone acts: the token was rejected.
 func IsFatal(err error) bool { return errors.Is(err, ErrUnauthorized) }
+
+// IsAmbiguous reports whether a request may have taken effect on the
+// server although no success came back: it was sent and no answer
+// arrived (a timeout, a reset), or the answer was a 500 (the server fails
+// some requests after writing), 502 or 504 (a proxy lost the server's
+// answer). Resending such a request can apply it twice.
+func IsAmbiguous(err error) bool {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Status == http.StatusInternalServerError || se.Status == http.StatusBadGateway || se.Status == http.StatusGatewayTimeout
+	}
+	var te *TransportError
+	return errors.As(err, &te) && !IsUnsent(err) && !errors.Is(err, context.Canceled)
+}

@@ -68,7 +68,25 @@ type Deliverer struct {
 	// Guard, when set, is held around every completion sent, so a process
 	// that claims and supersedes under the same Guard never races a send.
 	Guard sync.Locker
+	// Retry shapes the resending of a completion that failed without taking
+	// effect (the zero value: 500 ms doubling to 15 s, until ctx ends).
+	Retry api.Retry
+	// Unanswered is told the worker id of a step whose result may or may
+	// not have arrived (ErrUnanswered): that id must go silent.
+	Unanswered func(workerID string)
+	// UnansweredWindow overrides DefaultUnansweredWindow (tests).
+	UnansweredWindow time.Duration
 }
+
+// ErrUnanswered: a completion was sent and may have taken effect, but no
+// answer said so within UnansweredWindow of sending it.
+var ErrUnanswered = errors.New("no answer to the step result within the resend window")
+
+// DefaultUnansweredWindow bounds how long after sending a completion
+// whose answer was lost it may be sent again: well under the server's
+// default retry delay (30 s), so a resend cannot land on the step's next
+// attempt.
+const DefaultUnansweredWindow = 20 * time.Second
 
 func (d *Deliverer) log() *slog.Logger {
 	if d.Log == nil {
@@ -218,15 +236,75 @@ func (d *Deliverer) Complete(ctx context.Context, sp *logstream.Spool, body []by
 		d.withhold(meta, ReasonStale, fmt.Sprintf("the result is older than %s; it is not sent and its spool is kept under %s", d.MaxAge, filepath.Join(d.Root, staleDir)))
 		return d.keepStale(sp)
 	}
-	err = d.Client.CompleteRaw(ctx, meta.JobID, meta.StepName, body)
+	err = d.send(ctx, meta, body)
 	switch {
 	case err == nil:
+		return nil
+	case errors.Is(err, ErrUnanswered):
+		// Sent again, it could land on a later attempt of the step (the
+		// server re-queues a failed step with retry: after its delay, 30 s
+		// by default). It counts as sent; the worker id the step ran under
+		// goes silent, so the server's heartbeat timeout fails the step
+		// should the result never have arrived.
+		d.log().Warn("step result got no answer and may have been applied; it is not sent again", "job_id", meta.JobID, "step", meta.StepName, "error", err.Error())
+		if merr := MarkCompletionSent(sp.Dir()); merr != nil {
+			d.log().Error("marking the completion sent", "error", merr.Error())
+		}
+		if d.Unanswered != nil {
+			d.Unanswered(meta.WorkerID)
+		}
 		return nil
 	case api.IsPermanent(err):
 		d.remove(sp)
 		return fmt.Errorf("result of %s/%s refused for good, spool removed: %w", meta.JobID, meta.StepName, err)
 	default:
 		return fmt.Errorf("delivering result of %s/%s: %w", meta.JobID, meta.StepName, err)
+	}
+}
+
+// send sends a completion, resending it while that is safe: always after
+// failures that took no effect (the connection was refused, a 503), and
+// after an unanswered send only within UnansweredWindow of it.
+func (d *Deliverer) send(ctx context.Context, meta logstream.Meta, body []byte) error {
+	retry := d.Retry
+	if retry == (api.Retry{}) {
+		retry = api.Retry{Initial: 500 * time.Millisecond, Max: 15 * time.Second}
+	}
+	client := d.Client.WithRetry(api.Retry{Attempts: 1})
+	var unanswered time.Time // when the first unanswered send went out
+	for attempt := 1; ; attempt++ {
+		sent := time.Now()
+		err := client.CompleteRaw(ctx, meta.JobID, meta.StepName, body)
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil, api.IsPermanent(err), api.IsFatal(err):
+			return err
+		case api.IsAmbiguous(err):
+			if unanswered.IsZero() {
+				unanswered = sent
+			}
+		case !api.IsTransient(err):
+			return err
+		}
+		if retry.Attempts > 0 && attempt >= retry.Attempts {
+			return err
+		}
+		wait := retry.Delay(attempt)
+		window := d.UnansweredWindow
+		if window <= 0 {
+			window = DefaultUnansweredWindow
+		}
+		if !unanswered.IsZero() && time.Since(unanswered)+wait >= window {
+			return fmt.Errorf("%w: %w", ErrUnanswered, err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
 	}
 }
 

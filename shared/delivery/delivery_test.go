@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -181,4 +183,77 @@ func TestKeysAreSafeAndDistinct(t *testing.T) {
 			seen[k] = n
 		}
 	}
+}
+
+// TestUnansweredResultIsNotResentLate: a completion whose answers keep
+// getting lost is resent only within the window after its first unanswered
+// send (a later resend could land on the step's next attempt); it then
+// counts as sent and the worker id is given up. Refusals that took no
+// effect (503) are resent for as long as it takes.
+func TestUnansweredResultIsNotResentLate(t *testing.T) {
+	t.Parallel()
+	completes := func(e *env) int {
+		n := 0
+		for _, r := range e.srv.Requests() {
+			if strings.HasSuffix(r.Path, "/complete") {
+				n++
+			}
+		}
+		return n
+	}
+	t.Run("answers lost", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		e.srv.SetFault(func(r *http.Request) fakeserver.Fault {
+			if strings.HasSuffix(r.URL.Path, "/complete") {
+				return fakeserver.Fault{DropAnswer: true}
+			}
+			return fakeserver.Fault{}
+		})
+		var silenced []string
+		e.d.Unanswered = func(id string) { silenced = append(silenced, id) }
+		e.d.UnansweredWindow = 1500 * time.Millisecond
+		e.d.Retry = api.Retry{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}
+		key := e.spool(t, "one", "x", `{"exit_code":0,"output":null,"error":null}`, time.Now())
+		start := time.Now()
+		if err := e.d.One(t.Context(), key, "c"); err != nil {
+			t.Fatalf("One() = %v, want nil (counted as sent)", err)
+		}
+		if len(silenced) != 1 || silenced[0] != "w" {
+			t.Errorf("Unanswered got %q, want the spool's worker id once", silenced)
+		}
+		if n := completes(e); n < 2 {
+			t.Errorf("%d sends, want resends within the window", n)
+		}
+		// Generous slack for a busy machine: without the window the resends
+		// go on until ctx ends, and One never returns.
+		for _, r := range e.srv.Requests() {
+			if late := r.Time.Sub(start); strings.HasSuffix(r.Path, "/complete") && late > e.d.UnansweredWindow+3*time.Second {
+				t.Errorf("a resend %v after the first send, long after the %v window", late, e.d.UnansweredWindow)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(e.d.Root, key)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("spool still there (%v): the result must not be sent again by a later pass", err)
+		}
+	})
+	t.Run("refused for now", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		var refused atomic.Int32
+		e.srv.SetFault(func(r *http.Request) fakeserver.Fault {
+			if strings.HasSuffix(r.URL.Path, "/complete") && refused.Add(1) <= 8 {
+				return fakeserver.Fault{Status: http.StatusServiceUnavailable}
+			}
+			return fakeserver.Fault{}
+		})
+		e.d.UnansweredWindow = time.Millisecond // would stop resends of lost answers at once
+		e.d.Retry = api.Retry{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}
+		key := e.spool(t, "one", "x", `{"exit_code":0,"output":null,"error":null}`, time.Now())
+		if err := e.d.One(t.Context(), key, "c"); err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := e.srv.Step(e.job, "s"); st.Completes != 1 {
+			t.Errorf("step completes = %d, want the result applied once after the 503s", st.Completes)
+		}
+	})
 }

@@ -86,6 +86,8 @@ type step struct {
 	spec    StepSpec
 	ability string
 	ready   time.Time
+	// retryAt is when a re-queued step becomes claimable (retry delay).
+	retryAt time.Time
 	state   StepState
 }
 

@@ -89,8 +89,9 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	var st *step
+	now := s.now()
 	for _, c := range s.queue {
-		if c.matches(req.Capabilities, req.Tags, req.Exclusive) {
+		if c.matches(req.Capabilities, req.Tags, req.Exclusive) && !now.Before(c.retryAt) {
 			st = c
 			break
 		}
@@ -108,7 +109,7 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request) {
 		writeInternal(w)
 		return
 	}
-	now := s.now()
+	now = s.now()
 	st.state.Status = StatusRunning
 	st.state.WorkerID = wid
 	st.state.StartedAt = now

@@ -67,9 +67,11 @@ type StepSpec struct {
 	RenderFail bool `json:"render_fail,omitempty"`
 	// Retries is the step's retry: config, as the number of attempts
 	// after the first: a step failed by a complete or by the recovery
-	// sweep's heartbeat rule (§1.7, §8) is made ready again at once (the
-	// fake has no retry_at delay) while attempts remain.
-	Retries int `json:"retries,omitempty"`
+	// sweep's heartbeat rule (§1.7, §8) is made ready again while attempts
+	// remain, claimable after RetryDelaySecs (the real server's default
+	// retry delay is 30 s; here 0 unless set).
+	Retries        int     `json:"retries,omitempty"`
+	RetryDelaySecs float64 `json:"retry_delay_secs,omitempty"`
 }
 
 // StepState is what the server holds for one step. Its JSON uses the Go
@@ -346,6 +348,7 @@ func (s *Server) requeueLocked(st *step) {
 	st.state.Status = StatusReady
 	st.state.WorkerID = ""
 	st.ready = s.now()
+	st.retryAt = st.ready.Add(time.Duration(st.spec.RetryDelaySecs * float64(time.Second)))
 	if j := st.job; j.status == JobCompleted || j.status == JobFailed {
 		j.status = JobPending
 		if !j.started.IsZero() {

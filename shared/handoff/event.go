@@ -19,6 +19,9 @@ const (
 	Delivered Kind = "delivered"
 	// Done: the child is finishing; the figures are for metrics.
 	Done Kind = "done"
+	// Unanswered: a step result sent under WorkerID got no answer and may
+	// or may not have arrived; that worker id must go silent.
+	Unanswered Kind = "unanswered"
 )
 
 // Event is a progress report from a child to its supervisor.
@@ -35,6 +38,8 @@ type Event struct {
 	Dropped   int64 `json:"dropped,omitempty"`
 	// Lost counts log lines that could be neither spooled nor sent.
 	Lost int64 `json:"lost,omitempty"`
+	// WorkerID (Unanswered) is the worker id to give up.
+	WorkerID string `json:"worker_id,omitempty"`
 }
 
 // Writer writes Events as JSON lines; safe for concurrent use. A nil
