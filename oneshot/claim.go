@@ -10,15 +10,15 @@ import (
 	"github.com/stroem-worker/stroem-worker/shared/claim"
 )
 
-// claim asks for a step, polling every poll interval until wait is over,
+// claim asks for a step, polling every poll interval (claim.Pace) until
+// wait is over,
 // by the one claim policy (package claim). It returns the worker id the
 // step was claimed with: a new registration replaces id, and current
 // (what heartbeats go to) follows it.
 func (w *worker) claim(ctx context.Context, id string, wait time.Duration, current *atomic.Pointer[string], log *slog.Logger) (*api.Step, string, error) {
 	until := time.Now().Add(wait)
 	reregistered := false
-	tick := time.NewTicker(w.cfg.PollInterval())
-	defer tick.Stop()
+	pace := claim.NewPace(w.cfg)
 	for {
 		// Not cut by a stop signal or the deadline: the server may commit
 		// the claim before answering, and a step whose answer we dropped
@@ -68,10 +68,13 @@ func (w *worker) claim(ctx context.Context, id string, wait time.Duration, curre
 		if !more {
 			return nil, id, nil
 		}
+		// The last poll comes when wait is over, not a back-off later.
+		pause := time.NewTimer(min(pace.Idle(), max(time.Until(until), 0)))
 		select {
 		case <-ctx.Done():
+			pause.Stop()
 			return nil, id, nil
-		case <-tick.C:
+		case <-pause.C:
 		}
 	}
 }

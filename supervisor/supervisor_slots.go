@@ -11,13 +11,13 @@ import (
 )
 
 // claimLoop claims while a slot is free until ctx ends (the first stop
-// signal). Idle, it claims once per poll interval; after a claim that
-// brought a step it claims again at once, so pickup latency stays within
-// one poll interval without the reference worker's growing idle back-off.
+// signal). Idle, it claims once per poll interval (spaced up to
+// poll_interval_max_secs when set, claim.Pace); after a claim that brought
+// a step it claims again at once, so pickup latency stays within one poll
+// interval by default, without the reference worker's idle back-off.
 func (s *supervisor) claimLoop(ctx context.Context) error {
 	slots := make(chan struct{}, s.cfg.MaxConcurrent)
-	tick := time.NewTicker(s.cfg.PollInterval())
-	defer tick.Stop()
+	pace := claim.NewPace(s.cfg)
 	for {
 		select {
 		case slots <- struct{}{}:
@@ -41,15 +41,18 @@ func (s *supervisor) claimLoop(ctx context.Context) error {
 		}
 		if step != nil {
 			s.startChild(step, attempt, func() { <-slots })
+			pace.Worked()
 			continue
 		}
 		if err == nil {
 			<-slots
 		}
+		wait := time.NewTimer(pace.Idle())
 		select {
 		case <-ctx.Done():
+			wait.Stop()
 			return nil
-		case <-tick.C:
+		case <-wait.C:
 		}
 	}
 }

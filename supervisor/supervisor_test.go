@@ -459,6 +459,35 @@ func TestIdleClaimsOncePerPollAndForksNothing(t *testing.T) {
 	}
 }
 
+// With poll_interval_max_secs, idle claims space out: each wait doubles
+// from the poll interval up to the maximum. Timers never fire early, so
+// every gap is at least its wait however busy the machine is.
+func TestIdleBackOffSpacesClaims(t *testing.T) {
+	h := newHarness(t, map[string]string{"poll_interval_secs": "0.05", "poll_interval_max_secs": "0.4"})
+	h.start()
+	h.waitFor("seven idle claims", func(s *fakeserver.Server) bool { return countClaims(s, time.Time{}) >= 7 })
+	var at []time.Time
+	for _, r := range h.srv.Requests() {
+		if r.Path == "/worker/jobs/claim" {
+			at = append(at, r.Time)
+		}
+	}
+	want := 50 * time.Millisecond
+	for i := 1; i < 7; i++ {
+		if gap := at[i].Sub(at[i-1]); gap < want {
+			t.Errorf("claim %d came %v after the one before, want at least %v (doubling from 50 ms up to 400 ms)", i+1, gap, want)
+		}
+		want = min(2*want, 400*time.Millisecond)
+	}
+	// And a step queued now is still run.
+	job := h.srv.AddJob(scriptJob("after-idle", "true"))
+	h.waitFor("the step after idling", func(s *fakeserver.Server) bool { return status(s, job) == "completed" })
+	h.signal()
+	if err := h.wait(); err != nil {
+		t.Errorf("Run() = %v", err)
+	}
+}
+
 func countClaims(s *fakeserver.Server, since time.Time) int {
 	n := 0
 	for _, r := range s.Requests() {

@@ -33,12 +33,16 @@ const DefaultWorkspaceDir = "/var/tmp/stroem-worker"
 // Config is the worker's effective configuration. The JSON names are the
 // YAML keys; the JSON form is what a supervisor hands its children.
 type Config struct {
-	ServerURL            string   `json:"server_url"`
-	WorkerToken          string   `json:"worker_token"`
-	WorkerTokenFile      string   `json:"worker_token_file"`
-	WorkerName           string   `json:"worker_name"`
-	MaxConcurrent        int      `json:"max_concurrent"`
-	PollIntervalSecs     float64  `json:"poll_interval_secs"`
+	ServerURL        string  `json:"server_url"`
+	WorkerToken      string  `json:"worker_token"`
+	WorkerTokenFile  string  `json:"worker_token_file"`
+	WorkerName       string  `json:"worker_name"`
+	MaxConcurrent    int     `json:"max_concurrent"`
+	PollIntervalSecs float64 `json:"poll_interval_secs"`
+	// PollIntervalMaxSecs: idle, the wait between claims doubles from
+	// poll_interval_secs up to this; 0 (or less than poll_interval_secs)
+	// means no back-off.
+	PollIntervalMaxSecs  float64  `json:"poll_interval_max_secs"`
 	WorkspaceDir         string   `json:"workspace_dir"`
 	Capabilities         []string `json:"capabilities"`
 	Tags                 []string `json:"tags"`
@@ -106,6 +110,7 @@ var keys = []key{
 	{"worker_name", func(c *Config) any { return &c.WorkerName }},
 	{"max_concurrent", func(c *Config) any { return &c.MaxConcurrent }},
 	{"poll_interval_secs", func(c *Config) any { return &c.PollIntervalSecs }},
+	{"poll_interval_max_secs", func(c *Config) any { return &c.PollIntervalMaxSecs }},
 	{"workspace_dir", func(c *Config) any { return &c.WorkspaceDir }},
 	{"capabilities", func(c *Config) any { return &c.Capabilities }},
 	{"tags", func(c *Config) any { return &c.Tags }},
@@ -189,6 +194,9 @@ func defaults() *Config {
 
 // PollInterval is poll_interval_secs.
 func (c *Config) PollInterval() time.Duration { return secs(c.PollIntervalSecs) }
+
+// PollIntervalMax is poll_interval_max_secs (0: no idle back-off).
+func (c *Config) PollIntervalMax() time.Duration { return secs(c.PollIntervalMaxSecs) }
 
 // HeartbeatInterval is heartbeat_interval_secs.
 func (c *Config) HeartbeatInterval() time.Duration { return secs(c.HeartbeatIntervalSecs) }

@@ -266,7 +266,7 @@ func TestRedactedHidesToken(t *testing.T) {
 	if s := logged.String(); strings.Contains(s, token) || !strings.Contains(s, `"worker_token":"<redacted, 39 chars>"`) {
 		t.Errorf("slog output = %q, want the token redacted", s)
 	}
-	if got, want := len(c.Redacted()), 31; got != want {
+	if got, want := len(c.Redacted()), 32; got != want {
 		t.Errorf("len(Redacted()) = %d, want %d (one per key)", got, want)
 	}
 }

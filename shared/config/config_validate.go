@@ -83,6 +83,11 @@ func (c *Config) validate() []error {
 		bad("max_concurrent", "must be at least 1, got %d; it is how many steps run at once", c.MaxConcurrent)
 	}
 	positive("poll_interval_secs", c.PollIntervalSecs)
+	nonNegative("poll_interval_max_secs", c.PollIntervalMaxSecs)
+	if m := c.PollIntervalMaxSecs; m > 0 && m < c.PollIntervalSecs {
+		bad("poll_interval_max_secs", "must be 0 (no idle back-off) or at least poll_interval_secs (%s), got %s; idle claims are spaced from poll_interval_secs up to it",
+			format(&c.PollIntervalSecs), format(&c.PollIntervalMaxSecs))
+	}
 	if strings.TrimSpace(c.WorkspaceDir) == "" {
 		bad("workspace_dir", "must not be empty; set a directory the worker may write, e.g. %s", DefaultWorkspaceDir)
 	}

@@ -47,6 +47,8 @@ func TestValidateRejects(t *testing.T) {
 		{"heartbeat 0", map[string]string{"STROEM__HEARTBEAT_INTERVAL_SECS": "0"}, "heartbeat_interval_secs (from env): must be more than 0"},
 		{"heartbeat too long", map[string]string{"STROEM__HEARTBEAT_INTERVAL_SECS": "61"},
 			"heartbeat_interval_secs (from env): must be at most 60 (the server fails the steps of a worker silent for 120 s), got 61"},
+		{"poll_interval_max below poll_interval", map[string]string{"STROEM__POLL_INTERVAL_SECS": "2", "STROEM__POLL_INTERVAL_MAX_SECS": "1"}, "poll_interval_max_secs (from env): must be 0 (no idle back-off) or at least poll_interval_secs (2), got 1"},
+		{"poll_interval_max negative", map[string]string{"STROEM__POLL_INTERVAL_MAX_SECS": "-4"}, "poll_interval_max_secs (from env): must be 0 or more seconds"},
 		{"cancel_poll 0", map[string]string{"STROEM__CANCEL_POLL_INTERVAL_SECS": "0"}, "cancel_poll_interval_secs (from env): must be more than 0"},
 		{"cancel_grace negative", map[string]string{"STROEM__CANCEL_GRACE_SECS": "-0.5"}, "cancel_grace_secs (from env): must be 0 or more seconds"},
 		{"cancel_signal unknown", map[string]string{"STROEM__CANCEL_SIGNAL": "TERM"},
