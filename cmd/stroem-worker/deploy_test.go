@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/alecthomas/kong"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/stroem-worker/stroem-worker/shared/config"
 	"gopkg.in/yaml.v3"
@@ -199,3 +204,68 @@ func newParserForTest(t *testing.T, stdout, stderr *bytes.Buffer) interface {
 type parseAdapter struct{ f func([]string) (any, error) }
 
 func (p parseAdapter) Parse(args []string) (any, error) { return p.f(args) }
+
+// TestReadmeCLIAgrees checks the README's CLI block against the parser:
+// every command and each of its own flags, both ways.
+func TestReadmeCLIAgrees(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	start := strings.Index(text, "## CLI\n\n```\n")
+	if start < 0 {
+		t.Fatal("README has no CLI block")
+	}
+	block := text[start+len("## CLI\n\n```\n"):]
+	block = block[:strings.Index(block, "```")]
+	documented := map[string][]string{}
+	cmdLine := regexp.MustCompile(`^  ([a-z][a-z-]*(?: [a-z][a-z-]*)?)\s{2,}`)
+	flagLine := regexp.MustCompile(`^      (--[a-z-]+)`)
+	cur := ""
+	for _, l := range strings.Split(block, "\n") {
+		if m := cmdLine.FindStringSubmatch(l); m != nil {
+			cur = m[1]
+			documented[cur] = []string{}
+		} else if m := flagLine.FindStringSubmatch(l); m != nil && cur != "" {
+			documented[cur] = append(documented[cur], m[1])
+		}
+	}
+
+	parser, err := newParser(context.Background(), &CLI{}, io.Discard, io.Discard, func(int) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actual := map[string][]string{}
+	var walk func(n *kong.Node, prefix string)
+	walk = func(n *kong.Node, prefix string) {
+		for _, c := range n.Children {
+			if c.Hidden {
+				continue
+			}
+			name := strings.TrimSpace(prefix + " " + c.Name)
+			if len(c.Children) > 0 {
+				walk(c, name)
+				continue
+			}
+			flags := []string{}
+			for _, f := range c.Flags {
+				if f.Hidden || (f.Group != nil && f.Group.Key == "overrides") {
+					continue
+				}
+				flags = append(flags, "--"+f.Name)
+			}
+			actual[name] = flags
+		}
+	}
+	walk(parser.Model.Node, "")
+	for _, m := range []map[string][]string{documented, actual} {
+		for k := range m {
+			slices.Sort(m[k])
+		}
+	}
+	if diff := cmp.Diff(actual, documented); diff != "" {
+		t.Errorf("README CLI block disagrees with the parser (-parser +README):\n%s", diff)
+	}
+}
