@@ -6,7 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
+	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -14,6 +18,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 )
@@ -63,7 +68,8 @@ func ValidateManifests(ctx context.Context, cfg *rest.Config, namespace string, 
 // ApplyManifests creates each object of a manifest for real (e.g. the
 // ServiceAccount, Role and RoleBinding a test then acts with), in order,
 // with the same namespace rule and errors as ValidateManifests. Objects
-// that already exist are errors.
+// that already exist are errors. Roles and bindings are in effect when it
+// returns (the RBAC authorizer has seen them).
 func ApplyManifests(ctx context.Context, cfg *rest.Config, namespace string, manifest []byte) error {
 	return sendManifests(ctx, cfg, namespace, manifest, false)
 }
@@ -84,6 +90,7 @@ func sendManifests(ctx context.Context, cfg *rest.Config, namespace string, mani
 	}
 
 	var errs []error
+	rbacIn := map[string]bool{} // namespaces ("" cluster-wide) given RBAC objects
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
 	for doc := 1; ; doc++ {
 		var obj unstructured.Unstructured
@@ -103,10 +110,74 @@ func sendManifests(ctx context.Context, cfg *rest.Config, namespace string, mani
 			errs = append(errs, &ManifestError{
 				Doc: doc, Kind: obj.GetKind(), Namespace: obj.GetNamespace(), Name: obj.GetName(), Err: err,
 			})
+		} else if !dryRun && obj.GroupVersionKind().Group == rbacv1.GroupName {
+			rbacIn[obj.GetNamespace()] = true
+		}
+	}
+	if len(errs) == 0 {
+		for ns := range rbacIn {
+			if err := awaitRBAC(ctx, cfg, ns); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// awaitRBAC returns once the server's RBAC authorizer has seen every role
+// and binding created so far in ns ("" for cluster roles and bindings). The
+// authorizer answers from watch caches that trail the writes, so a test that
+// acts right after applying a Role could be denied by a cache that has not
+// caught up. A sentinel role and binding are created after them, and their
+// grant is asked for until it holds: each kind's cache sees its objects in
+// the order they were written, so by then it has the earlier ones too.
+func awaitRBAC(ctx context.Context, cfg *rest.Config, ns string) error {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating clientset: %w", err)
+	}
+	name := fmt.Sprintf("kubetest-sentinel-%d", sentinels.Add(1))
+	const user, resource = "kubetest:sentinel", "kubetest-sentinels"
+	rules := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{resource}, ResourceNames: []string{name}, Verbs: []string{"get"}}}
+	subjects := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}
+	om := metav1.ObjectMeta{Name: name}
+	if ns == "" {
+		_, err = cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: om, Rules: rules}, metav1.CreateOptions{})
+		if err == nil {
+			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: om, Subjects: subjects,
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name}}, metav1.CreateOptions{})
+		}
+	} else {
+		_, err = cs.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: om, Rules: rules}, metav1.CreateOptions{})
+		if err == nil {
+			_, err = cs.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: om, Subjects: subjects,
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}}, metav1.CreateOptions{})
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("creating the RBAC sentinel %s: %w", name, err)
+	}
+	review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user,
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "get", Resource: resource, Name: name}}}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		got, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("asking whether the RBAC sentinel %s is in effect: %w", name, err)
+		}
+		if got.Status.Allowed {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the RBAC authorizer never saw the roles just created (sentinel %s): %w", name, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+var sentinels atomic.Int64
 
 func sendObject(ctx context.Context, dyn dynamic.Interface, mapper meta.RESTMapper, obj *unstructured.Unstructured, namespace string, opts metav1.CreateOptions) error {
 	gvk := obj.GroupVersionKind()
