@@ -107,8 +107,8 @@ func (c *child) logTail() string {
 // The children are started with Pdeathsig so that they die with the test
 // binary even when it is killed (a -timeout panic, SIGKILL). Pdeathsig fires
 // when the *thread* that forked them exits (go.dev/issue/27505), so every
-// child is started from one goroutine locked to its thread, which lives until
-// the last child has been reaped.
+// child is started from one goroutine locked to its thread until the last
+// child has been reaped; the thread itself never exits (see spawnLoop).
 var spawner struct {
 	mu   sync.Mutex
 	live int
@@ -149,9 +149,12 @@ func releaseSpawner() {
 }
 
 func spawnLoop(reqs <-chan spawnReq) {
-	// Never unlocked: when this goroutine returns its thread exits, which is
-	// fine then, as every child started from it has been reaped.
+	// Unlocked on return, so the thread lives on: a goroutine that ends
+	// locked takes its thread with it, and the thread may have forked other
+	// Pdeathsig children before this goroutine locked it (a test's dockerd,
+	// which then died mid-test when the last API server was released).
 	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	for r := range reqs {
 		r.done <- r.cmd.Start()
 	}
