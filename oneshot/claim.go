@@ -10,11 +10,11 @@ import (
 	"github.com/stroem-worker/stroem-worker/shared/claim"
 )
 
-// claim asks for a step, polling every poll interval (claim.Pace) until
-// wait is over,
-// by the one claim policy (package claim). It returns the worker id the
-// step was claimed with: a new registration replaces id, and current
-// (what heartbeats go to) follows it.
+// claim asks for a step, polling at the claim pace (claim.Pace: every poll
+// interval, or backing off when configured) until wait is over, by the one
+// claim policy (package claim). It returns the worker id the step was
+// claimed with: a new registration replaces id, and current (what
+// heartbeats go to) follows it.
 func (w *worker) claim(ctx context.Context, id string, wait time.Duration, current *atomic.Pointer[string], log *slog.Logger) (*api.Step, string, error) {
 	until := time.Now().Add(wait)
 	reregistered := false
