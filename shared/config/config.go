@@ -40,8 +40,8 @@ type Config struct {
 	MaxConcurrent    int     `json:"max_concurrent"`
 	PollIntervalSecs float64 `json:"poll_interval_secs"`
 	// PollIntervalMaxSecs: idle, the wait between claims doubles from
-	// poll_interval_secs up to this; 0 (or less than poll_interval_secs)
-	// means no back-off.
+	// poll_interval_secs up to this; 0 means no back-off (validation
+	// refuses values between 0 and poll_interval_secs).
 	PollIntervalMaxSecs  float64  `json:"poll_interval_max_secs"`
 	WorkspaceDir         string   `json:"workspace_dir"`
 	Capabilities         []string `json:"capabilities"`
